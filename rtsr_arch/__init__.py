@@ -1,0 +1,14 @@
+"""rtsr_arch: real-time 4K super-resolution networks as a BasicSR plugin.
+
+``import rtsr_arch`` registers the package's architectures, datasets, models and losses into
+BasicSR's registries, so BasicSR's own train/test pipelines run them from YAML.
+"""
+from ._compat import install_basicsr_aliases
+
+install_basicsr_aliases()  # must run before anything imports basicsr
+
+from . import archs, data, losses, models  # noqa: E402,F401  (registration side effects)
+from .archs.rep import ReparamBlock, reparameterize  # noqa: E402
+
+__version__ = '0.1.0'
+__all__ = ['ReparamBlock', 'reparameterize', '__version__']

@@ -1,0 +1,102 @@
+"""LRSRN (Gankhuyag, Yoon et al., "Lightweight Real-Time Image Super-Resolution Network for 4K
+Images", CVPRW 2023; seed 000), official code Ganzooo/LRSRN."""
+import torch
+from basicsr.utils.registry import ARCH_REGISTRY
+from torch import nn
+
+from .official import OfficialImport, count_indexed, infer_upscale, register_official_importer, unwrap_state_dict
+from .rep import CollapsibleBlock
+
+__all__ = ['LRSRN', 'LRSRN_VARIANTS']
+
+# variant -> whether head and transition are RepConv blocks (True) or plain 3x3 convs (False)
+LRSRN_VARIANTS = {
+    'plain': False,  # official PlainRepConv: the x2 submission
+    'blockv2': True,  # official PlainRepConv_BlockV2: the x3 submission (and CASR's x4 teacher)
+}
+
+
+@ARCH_REGISTRY.register()
+class LRSRN(nn.Module):
+    """LRSRN: head -> m RepConv blocks -> transition(backbone + head features) -> PixelShuffle
+    (seed 000 §3.1, Eqs. 1-3). Every RepConv block collapses to a 3x3 conv at deploy time (§3.2).
+
+    Args:
+        num_in_ch, num_out_ch: image channels.
+        num_feat: feature channels C (32 in the paper).
+        num_block: backbone blocks m (4 in the paper).
+        upscale: 2, 3 or 4.
+        act_type: activation after the head and every backbone block (relu in the submissions).
+        variant: 'plain' (plain 3x3 head/transition, x2 submission) or 'blockv2' (RepConv
+            head/transition with 1x1 shortcuts, x3 submission).
+        feature_size: expanded width inside each RepConv block (256).
+        deploy: build the reparameterized network directly.
+    """
+
+    def __init__(self, num_in_ch=3, num_out_ch=3, num_feat=32, num_block=4, upscale=2, act_type='relu',
+                 variant='plain', feature_size=256, deploy=False):
+        super().__init__()
+        if variant not in LRSRN_VARIANTS:
+            raise ValueError(f"LRSRN variant '{variant}' is unknown; expected one of: {', '.join(LRSRN_VARIANTS)}")
+        if upscale not in (2, 3, 4):
+            raise ValueError(f'LRSRN upscale must be 2, 3 or 4; got {upscale}')
+        self.upscale = upscale
+        rep_ends = LRSRN_VARIANTS[variant]
+
+        def block(cin, cout, act, rep=True):
+            return CollapsibleBlock(cin, cout, feature_size, act, deploy=deploy or not rep)
+
+        self.head = block(num_in_ch, num_feat, act_type, rep_ends)
+        self.backbone = nn.Sequential(*[block(num_feat, num_feat, act_type) for _ in range(num_block)])
+        self.transition = nn.Sequential(block(num_feat, num_out_ch * upscale ** 2, 'linear', rep_ends))
+        self.upsampler = nn.PixelShuffle(upscale)
+
+    def forward(self, x):
+        y0 = self.head(x)
+        return self.upsampler(self.transition(self.backbone(y0) + y0))
+
+
+_ALIASES = {'w0': 'conv0.weight', 'b0': 'conv0.bias', 'w1': 'conv1.weight', 'b1': 'conv1.bias'}
+
+
+@register_official_importer('LRSRN')
+def import_official_lrsrn(checkpoint, overrides):
+    """Ganzooo/LRSRN checkpoints: ``model_x*_best_submission.pt`` (training form, with the
+    ``w0/b0/w1/b1`` alias keys), ``*_deploy.pt`` (``conv3x3`` layers), or ``model_x*_best.pt``
+    (``model_state_dict``); also CASR's x4 m10 C64 teacher."""
+    sd = dict(unwrap_state_dict(checkpoint))
+    notes = []
+    for key in [k for k in sd if k.rsplit('.', 1)[-1] in _ALIASES]:
+        prefix, alias = key.rsplit('.', 1)
+        target = f'{prefix}.{_ALIASES[alias]}'
+        if target in sd and not torch.equal(sd[target], sd[key]):
+            raise ValueError(f"alias key '{key}' differs from '{target}'; the checkpoint is inconsistent")
+        sd.setdefault(target, sd[key])
+        del sd[key]
+
+    head_key = 'head.conv0.weight' if 'head.conv0.weight' in sd else 'head.conv3x3.weight'
+    if head_key not in sd:
+        raise ValueError("not an LRSRN checkpoint: neither 'head.conv3x3.weight' nor 'head.conv0.weight' found")
+    trans_key = 'transition.0.conv0.weight' if 'transition.0.conv0.weight' in sd else 'transition.0.conv3x3.weight'
+    trans_out = sd[trans_key.replace('conv0.weight', 'conv1.weight')].shape[0] if 'conv0' in trans_key else \
+        sd[trans_key].shape[0]
+    num_feat, num_in_ch = sd[head_key].shape[:2]
+    num_out_ch = int(overrides.get('num_out_ch', num_in_ch))
+    upscale = infer_upscale(trans_out, num_out_ch)
+    deploy = not any('.conv0.' in k for k in sd)
+    opt = dict(type='LRSRN', num_in_ch=num_in_ch, num_out_ch=num_out_ch, num_feat=num_feat,
+               num_block=count_indexed(sd, 'backbone'), upscale=upscale)
+    if deploy:
+        opt['variant'] = 'blockv2'
+        notes.append("variant: a deploy checkpoint does not tell 'plain' from 'blockv2' (same layers); using 'blockv2'")
+    else:
+        opt['variant'] = 'blockv2' if 'head.conv0.weight' in sd else 'plain'
+        opt['feature_size'] = sd['backbone.0.conv0.weight'].shape[0]
+    if any(k.endswith('act.weight') for k in sd):
+        opt['act_type'] = 'prelu'
+    elif 'act_type' not in overrides:
+        opt['act_type'] = 'relu'
+        notes.append("act_type: not stored in the weights; using the submissions' 'relu' (override with --set act_type=...)")
+    opt['deploy'] = deploy
+    opt.update(overrides)
+    return OfficialImport(sd, opt, notes)

@@ -1,0 +1,68 @@
+"""Checkpoint IO with atomic writes and one-line errors."""
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+
+__all__ = ['atomic_save', 'load_checkpoint', 'load_state_dict_checked', 'CheckpointError']
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used as asked; the message is one line naming the problem."""
+
+
+def atomic_save(obj, path):
+    """``torch.save`` to a temporary file beside ``path``, then rename: a reader (or a crash) sees
+    either the old file or the complete new one, never a truncated file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent)
+    try:
+        with os.fdopen(fd, 'wb') as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_checkpoint(path, weights_only=True):
+    """``torch.load`` on CPU, turning a missing or unreadable file into a one-line error."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f'{path}: no such checkpoint file')
+    try:
+        return torch.load(path, map_location='cpu', weights_only=weights_only)
+    except Exception as exc:  # torch raises many types for corrupt or foreign files
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f'{path}: cannot be read as a torch checkpoint ({first})') from exc
+
+
+def _sample(keys, n=4):
+    keys = sorted(keys)
+    more = f' (+{len(keys) - n} more)' if len(keys) > n else ''
+    return ', '.join(keys[:n]) + more
+
+
+def load_state_dict_checked(model, state_dict, source):
+    """Strict ``load_state_dict`` whose failure is one line: how many keys are missing and
+    unexpected (with examples) and which shapes differ, prefixed by ``source``."""
+    own = model.state_dict()
+    missing = own.keys() - state_dict.keys()
+    unexpected = state_dict.keys() - own.keys()
+    shapes = [f'{k} {tuple(state_dict[k].shape)} vs {tuple(own[k].shape)}' for k in own.keys() & state_dict.keys()
+              if tuple(state_dict[k].shape) != tuple(own[k].shape)]
+    problems = []
+    if missing:
+        problems.append(f'{len(missing)} missing keys ({_sample(missing)})')
+    if unexpected:
+        problems.append(f'{len(unexpected)} unexpected keys ({_sample(unexpected)})')
+    if shapes:
+        problems.append(f'{len(shapes)} shape mismatches ({_sample(shapes, 2)})')
+    if problems:
+        raise CheckpointError(f"{source}: does not match {type(model).__name__}: {'; '.join(problems)}")
+    model.load_state_dict(state_dict, strict=True)
+    return model

@@ -1,0 +1,41 @@
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+version = {}
+for line in Path('rtsr_arch/__init__.py').read_text().splitlines():
+    if line.startswith('__version__'):
+        exec(line, version)
+
+setup(
+    name='rtsr_arch',
+    version=version['__version__'],
+    description='Real-time 4K super-resolution networks (LRSRN, RT4KSR, ...) as a BasicSR plugin',
+    long_description=Path('README.md').read_text(encoding='utf-8'),
+    long_description_content_type='text/markdown',
+    python_requires='>=3.9',
+    packages=find_packages(include=['rtsr_arch', 'rtsr_arch.*']),
+    install_requires=[
+        'basicsr==1.4.2',
+        'torch>=2.0',
+        'torchvision',
+        'numpy',
+        'opencv-python',
+        'lmdb',
+        'pyyaml',
+        'pillow',
+        'scikit-image',
+        'tqdm',
+        'matplotlib',
+    ],
+    extras_require={'test': ['pytest', 'hypothesis']},
+    entry_points={'console_scripts': [
+        'rtsr-train=rtsr_arch.cli:train',
+        'rtsr-test=rtsr_arch.cli:test',
+    ]},
+    classifiers=[
+        'Programming Language :: Python :: 3',
+        'License :: OSI Approved :: Apache Software License',
+        'Topic :: Scientific/Engineering :: Image Processing',
+    ],
+)
