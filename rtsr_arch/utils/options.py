@@ -40,7 +40,7 @@ def load_options(path):
 
 def dump_options(opt, path):
     """Write ``opt`` as YAML (keys in insertion order)."""
-    Path(path).write_text(yaml.safe_dump(opt, sort_keys=False, default_flow_style=None))
+    Path(path).write_text(yaml.safe_dump(opt, sort_keys=False, default_flow_style=False))
 
 
 def _check_type(kind, name, where):
