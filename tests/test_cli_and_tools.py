@@ -1,0 +1,202 @@
+"""rtsr-train / rtsr-test through BasicSR's own pipelines, and tools/reparam_ckpt.py round trips."""
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from PIL import Image
+from skimage import data as skdata
+
+import rtsr_arch
+from rtsr_arch.cli import test as cli_test
+from rtsr_arch.cli import train as cli_train
+from rtsr_arch.data.degradations import ntire23_lr
+from rtsr_arch.utils.options import build_network
+
+ROOT = Path(__file__).resolve().parents[1]
+REPARAM = ROOT / 'tools' / 'reparam_ckpt.py'
+NETWORK = {'type': 'LRSRN', 'num_feat': 8, 'num_block': 2, 'feature_size': 16, 'upscale': 2}
+
+
+def _write_pairs(folder, photos):
+    for sub in ('hr', 'lr'):
+        (folder / sub).mkdir(parents=True, exist_ok=True)
+    for name, img in photos.items():
+        hr, lr = ntire23_lr(img, 2)
+        Image.fromarray(hr).save(folder / 'hr' / f'{name}.png')
+        Image.fromarray(lr).save(folder / 'lr' / f'{name}.png')
+
+
+def _train_options(root):
+    return {
+        'name': 'tiny_LRSRN_x2', 'model_type': 'SRModel', 'scale': 2, 'num_gpu': 0, 'manual_seed': 0,
+        'datasets': {
+            'train': {'name': 'tiny', 'type': 'PairedImageDataset', 'dataroot_gt': str(root / 'train/hr'),
+                      'dataroot_lq': str(root / 'train/lr'), 'filename_tmpl': '{}', 'io_backend': {'type': 'disk'},
+                      'gt_size': 32, 'use_hflip': True, 'use_rot': True, 'num_worker_per_gpu': 0,
+                      'batch_size_per_gpu': 2, 'dataset_enlarge_ratio': 10, 'prefetch_mode': None},
+            'val': {'name': 'held_out', 'type': 'PairedImageDataset', 'dataroot_gt': str(root / 'val/hr'),
+                    'dataroot_lq': str(root / 'val/lr'), 'filename_tmpl': '{}', 'io_backend': {'type': 'disk'}},
+        },
+        'network_g': dict(NETWORK),
+        'path': {'pretrain_network_g': None, 'strict_load_g': True, 'resume_state': None},
+        'train': {'ema_decay': 0.9, 'optim_g': {'type': 'Adam', 'lr': 1e-3, 'betas': [0.9, 0.99]},
+                  'scheduler': {'type': 'MultiStepLR', 'milestones': [100], 'gamma': 0.5},
+                  'total_iter': 6, 'warmup_iter': -1,
+                  'pixel_opt': {'type': 'L1Loss', 'loss_weight': 1.0, 'reduction': 'mean'}},
+        'val': {'val_freq': 6, 'save_img': False,
+                'metrics': {'psnr': {'type': 'calculate_psnr', 'crop_border': 2, 'test_y_channel': False}}},
+        'logger': {'print_freq': 2, 'save_checkpoint_freq': 6, 'use_tb_logger': False, 'wandb': {'project': None}},
+    }
+
+
+@pytest.fixture(scope='module')
+def trained(tmp_path_factory):
+    """A 6-iteration LRSRN training through the ``rtsr-train`` console script, run in a tmp cwd."""
+    root = tmp_path_factory.mktemp('train')
+    crops = {'astronaut': skdata.astronaut()[:96, :96], 'coffee': skdata.coffee()[100:196, 200:296],
+             'chelsea': skdata.chelsea()[50:146, 100:196]}
+    _write_pairs(root / 'train', crops)
+    _write_pairs(root / 'val', {'rocket': skdata.rocket()[200:264, 300:364]})
+    opt_path = root / 'train.yml'
+    opt_path.write_text(yaml.safe_dump(_train_options(root), sort_keys=False))
+    exe = Path(sys.executable).with_name('rtsr-train')
+    proc = subprocess.run([str(exe), '-opt', str(opt_path)], cwd=root, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return root, opt_path, proc.stdout + proc.stderr
+
+
+def test_train_writes_experiments_under_cwd_and_validates(trained):
+    root, _, log = trained
+    exp = root / 'experiments' / 'tiny_LRSRN_x2'
+    assert (exp / 'models' / 'net_g_latest.pth').is_file()
+    assert (exp / 'training_states' / '6.state').is_file()
+    assert 'Validation held_out' in log and '# psnr:' in log
+    ckpt = torch.load(exp / 'models' / 'net_g_latest.pth', map_location='cpu')
+    assert set(ckpt) == {'params', 'params_ema'}
+
+
+def test_reparam_tool_round_trip_and_test_pipeline(trained):
+    root, opt_path, _ = trained
+    ckpt = root / 'experiments' / 'tiny_LRSRN_x2' / 'models' / 'net_g_latest.pth'
+    out = root / 'deploy' / 'tiny_deploy.pth'
+    proc = subprocess.run([sys.executable, str(REPARAM), '--ckpt', str(ckpt), '--opt', str(opt_path), '--out', str(out)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.count(': ok') == 2  # params and params_ema
+
+    deploy_opt = yaml.safe_load(out.with_suffix('.yml').read_text())
+    assert deploy_opt['network_g'] == {**NETWORK, 'deploy': True}
+    assert Path(deploy_opt['path']['pretrain_network_g']) == out.resolve()
+    train_ckpt, deploy_ckpt = torch.load(ckpt, map_location='cpu'), torch.load(out, map_location='cpu')
+    x = torch.from_numpy(np.ascontiguousarray(skdata.astronaut()[100:164, 100:164])).permute(2, 0, 1)[None] / 255.0
+    for key in ('params', 'params_ema'):
+        net = build_network(NETWORK).eval()
+        net.load_state_dict(train_ckpt[key])
+        deployed = build_network(deploy_opt['network_g']).eval()
+        deployed.load_state_dict(deploy_ckpt[key])
+        assert all('conv0' not in k for k in deploy_ckpt[key])
+        with torch.no_grad():
+            y, yd = net(x), deployed(x)
+        assert (y - yd).abs().max() <= 1e-5 * y.abs().max()
+
+    test_opt = {'name': 'tiny_test', 'model_type': 'SRModel', 'scale': 2, 'num_gpu': 0,
+                'datasets': {'test_1': {'name': 'held_out', 'type': 'PairedImageDataset',
+                                        'dataroot_gt': str(root / 'val/hr'), 'dataroot_lq': str(root / 'val/lr'),
+                                        'filename_tmpl': '{}', 'io_backend': {'type': 'disk'}}},
+                'network_g': deploy_opt['network_g'], 'path': deploy_opt['path'],
+                'val': {'save_img': True, 'suffix': 'deploy',
+                        'metrics': {'psnr': {'type': 'calculate_psnr', 'crop_border': 2, 'test_y_channel': False}}}}
+    test_yml = root / 'test.yml'
+    test_yml.write_text(yaml.safe_dump(test_opt, sort_keys=False))
+    exe = Path(sys.executable).with_name('rtsr-test')
+    proc = subprocess.run([str(exe), '-opt', str(test_yml)], cwd=root, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert (root / 'results' / 'tiny_test' / 'visualization' / 'held_out' / 'rocket_deploy.png').is_file()
+    assert '# psnr:' in proc.stdout + proc.stderr
+
+
+def _load_tool(path):
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_reparam_tool_errors_are_one_line(tmp_path, capsys):
+    reparam = _load_tool(REPARAM)
+    net = build_network(NETWORK)
+    opt = tmp_path / 'opt.yml'
+    opt.write_text(yaml.safe_dump({'network_g': NETWORK}))
+    good = tmp_path / 'good.pth'
+    torch.save({'params': net.state_dict()}, good)
+    deployed = tmp_path / 'deployed.pth'
+    torch.save({'params': rtsr_arch.reparameterize(build_network(NETWORK)).state_dict()}, deployed)
+    raw = tmp_path / 'raw.pth'
+    torch.save(net.state_dict(), raw)
+    corrupt = tmp_path / 'corrupt.pth'
+    corrupt.write_bytes(b'not a checkpoint at all')
+    wider = tmp_path / 'wider.yml'
+    wider.write_text(yaml.safe_dump({'network_g': {**NETWORK, 'num_feat': 12}}))
+
+    cases = [((deployed, opt), 'already in deploy form'), ((raw, opt), "expected 'params' or 'params_ema'"),
+             ((corrupt, opt), 'cannot be read'), ((tmp_path / 'missing.pth', opt), 'no such checkpoint'),
+             ((good, wider), 'shape mismatches'), ((good, tmp_path / 'nope.yml'), 'no such option file')]
+    for (ckpt, yml), expected in cases:
+        code = reparam.main(['--ckpt', str(ckpt), '--opt', str(yml), '--out', str(tmp_path / 'out.pth')])
+        err = capsys.readouterr().err
+        assert code == 2, (expected, err)
+        lines = err.strip().splitlines()
+        assert len(lines) == 1 and expected in lines[0], lines
+        assert Path(ckpt).name in lines[0] or Path(yml).name in lines[0], lines
+        assert not (tmp_path / 'out.pth').exists()
+
+
+def _write_opt(tmp_path, **changes):
+    opt = _train_options(tmp_path)
+    for dotted, value in changes.items():
+        node = opt
+        *parents, leaf = dotted.split('.')
+        for key in parents:
+            node = node[key]
+        node[leaf] = value
+    path = tmp_path / 'bad.yml'
+    path.write_text(yaml.safe_dump(opt, sort_keys=False))
+    return path
+
+
+@pytest.mark.parametrize('change, expected', [
+    ({'network_g.type': 'LRSRNN'}, ["network_g.type: 'LRSRNN' is not a registered architecture",
+                                    "did you mean 'LRSRN'", 'RT4KSR']),
+    ({'datasets.train.type': 'PairedDataset'}, ["datasets.train.type: 'PairedDataset' is not a registered dataset",
+                                                'PairedImageDataset']),
+    ({'model_type': 'SRModl'}, ["model_type: 'SRModl' is not a registered model", 'SRModel']),
+    ({'train.pixel_opt.type': 'L2Loss'}, ["train.pixel_opt.type: 'L2Loss' is not a registered loss", 'MSELoss']),
+    ({'network_g.num_blocks': 4}, ["network_g: LRSRN has no option 'num_blocks'", 'num_block']),
+])
+@pytest.mark.parametrize('entry', [cli_train, cli_test])
+def test_unknown_type_is_one_line_listing_registered_names(tmp_path, capsys, change, expected, entry):
+    path = _write_opt(tmp_path, **change)
+    with pytest.raises(SystemExit) as exc:
+        entry(['-opt', str(path)])
+    message = str(exc.value.code)
+    assert '\n' not in message and message.startswith(('rtsr-train: error:', 'rtsr-test: error:'))
+    assert str(path) in message
+    for fragment in expected:
+        assert fragment in message
+
+
+def test_missing_option_file_is_one_line(tmp_path):
+    with pytest.raises(SystemExit) as exc:
+        cli_train(['-opt', str(tmp_path / 'absent.yml')])
+    assert 'no such option file' in str(exc.value.code)
+
+
+def test_python_m_entry_points_exist():
+    for module in ('rtsr_arch.train', 'rtsr_arch.test'):
+        proc = subprocess.run([sys.executable, '-m', module, '-h'], capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0 and '--auto_resume' in proc.stdout and '--force_yml' in proc.stdout
