@@ -26,7 +26,6 @@ setup(
         'pillow',
         'scikit-image',
         'tqdm',
-        'matplotlib',
     ],
     extras_require={'test': ['pytest', 'hypothesis']},
     entry_points={'console_scripts': [

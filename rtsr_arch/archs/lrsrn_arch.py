@@ -4,7 +4,8 @@ import torch
 from basicsr.utils.registry import ARCH_REGISTRY
 from torch import nn
 
-from .official import OfficialImport, count_indexed, infer_upscale, register_official_importer, unwrap_state_dict
+from .official import (OfficialImport, count_indexed, infer_upscale, register_official_importer, strip_prefix,
+                       unwrap_state_dict)
 from .rep import CollapsibleBlock
 
 __all__ = ['LRSRN', 'LRSRN_VARIANTS']
@@ -64,7 +65,7 @@ def import_official_lrsrn(checkpoint, overrides):
     """Ganzooo/LRSRN checkpoints: ``model_x*_best_submission.pt`` (training form, with the
     ``w0/b0/w1/b1`` alias keys), ``*_deploy.pt`` (``conv3x3`` layers), or ``model_x*_best.pt``
     (``model_state_dict``); also CASR's x4 m10 C64 teacher."""
-    sd = dict(unwrap_state_dict(checkpoint))
+    sd = strip_prefix(unwrap_state_dict(checkpoint), 'module.')
     notes = []
     for key in [k for k in sd if k.rsplit('.', 1)[-1] in _ALIASES]:
         prefix, alias = key.rsplit('.', 1)
@@ -74,13 +75,17 @@ def import_official_lrsrn(checkpoint, overrides):
         sd.setdefault(target, sd[key])
         del sd[key]
 
-    head_key = 'head.conv0.weight' if 'head.conv0.weight' in sd else 'head.conv3x3.weight'
-    if head_key not in sd:
-        raise ValueError("not an LRSRN checkpoint: neither 'head.conv3x3.weight' nor 'head.conv0.weight' found")
-    trans_key = 'transition.0.conv0.weight' if 'transition.0.conv0.weight' in sd else 'transition.0.conv3x3.weight'
-    trans_out = sd[trans_key.replace('conv0.weight', 'conv1.weight')].shape[0] if 'conv0' in trans_key else \
-        sd[trans_key].shape[0]
-    num_feat, num_in_ch = sd[head_key].shape[:2]
+    # a RepConv head/transition (training form of 'blockv2') is conv0 (in -> feature_size) then
+    # conv1 (feature_size -> out): the block's input is conv0's, its output conv1's
+    rep_head = 'head.conv0.weight' in sd
+    head_in, head_out = ('head.conv0.weight', 'head.conv1.weight') if rep_head else ('head.conv3x3.weight',) * 2
+    if head_in not in sd or head_out not in sd:
+        raise ValueError("not an LRSRN checkpoint: neither 'head.conv3x3.weight' nor 'head.conv0/conv1.weight' found")
+    trans_key = 'transition.0.conv1.weight' if 'transition.0.conv0.weight' in sd else 'transition.0.conv3x3.weight'
+    if trans_key not in sd:
+        raise ValueError(f"not an LRSRN checkpoint: '{trans_key}' not found")
+    trans_out = sd[trans_key].shape[0]
+    num_in_ch, num_feat = sd[head_in].shape[1], sd[head_out].shape[0]
     num_out_ch = int(overrides.get('num_out_ch', num_in_ch))
     upscale = infer_upscale(trans_out, num_out_ch)
     deploy = not any('.conv0.' in k for k in sd)
@@ -90,13 +95,16 @@ def import_official_lrsrn(checkpoint, overrides):
         opt['variant'] = 'blockv2'
         notes.append("variant: a deploy checkpoint does not tell 'plain' from 'blockv2' (same layers); using 'blockv2'")
     else:
-        opt['variant'] = 'blockv2' if 'head.conv0.weight' in sd else 'plain'
-        opt['feature_size'] = sd['backbone.0.conv0.weight'].shape[0]
+        opt['variant'] = 'blockv2' if rep_head else 'plain'
+        opt['feature_size'] = next(sd[k].shape[0] for k in ('backbone.0.conv0.weight', 'head.conv0.weight')
+                                   if k in sd)
     if any(k.endswith('act.weight') for k in sd):
         opt['act_type'] = 'prelu'
-    elif 'act_type' not in overrides:
-        opt['act_type'] = 'relu'
-        notes.append("act_type: not stored in the weights; using the submissions' 'relu' (override with --set act_type=...)")
+    else:
+        opt['act_type'] = overrides.get('act_type', 'relu')
+    if 'act_type' not in overrides and opt['act_type'] == 'relu':
+        notes.append("act_type: not stored in the weights; using the submissions' 'relu' "
+                     "(override with --set act_type=...)")
     opt['deploy'] = deploy
     opt.update(overrides)
     return OfficialImport(sd, opt, notes)

@@ -104,6 +104,10 @@ def import_official_rt4ksr(checkpoint, overrides):
     opt = dict(type='RT4KSR', num_in_ch=num_in_ch, num_out_ch=num_out_ch, num_feat=num_feat,
                num_block=count_indexed(sd, 'body'),
                upscale=infer_upscale(sd['upsample.0.weight'].shape[0], num_out_ch, shuffle_per_scale=2),
-               act_type='gelu', deploy=not any('.expand_conv.' in k for k in sd))
+               act_type='gelu', hf_gate=False, deploy=not any('.expand_conv.' in k for k in sd))
+    notes = []
+    if 'hf_gate' not in overrides:
+        notes.append('hf_gate: false as in the official code (forget=False): the high-frequency branch and gamma '
+                     'load but do not change the output')
     opt.update(overrides)
-    return OfficialImport(sd, opt, [])
+    return OfficialImport(sd, opt, notes)

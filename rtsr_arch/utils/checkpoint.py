@@ -23,10 +23,17 @@ def atomic_save(obj, path):
             torch.save(obj, f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the file the usual mode
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def load_checkpoint(path, weights_only=True):
@@ -37,8 +44,18 @@ def load_checkpoint(path, weights_only=True):
     try:
         return torch.load(path, map_location='cpu', weights_only=weights_only)
     except Exception as exc:  # torch raises many types for corrupt or foreign files
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f'{path}: cannot be read as a torch checkpoint ({first})') from exc
+        raise CheckpointError(f'{path}: cannot be read as a torch checkpoint ({_reason(exc)})') from exc
+
+
+def _reason(exc):
+    """The informative line of torch's (often multi-line) load error."""
+    text = str(exc)
+    marker = 'WeightsUnpickler error:'
+    if marker in text:  # weights-only unpickling: the cause follows the marker
+        text = text.split(marker, 1)[1]
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    reason = lines[0] if lines else type(exc).__name__
+    return reason if len(reason) <= 160 else reason[:157] + '...'
 
 
 def _sample(keys, n=4):

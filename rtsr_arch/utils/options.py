@@ -1,6 +1,7 @@
 """Reading BasicSR option files and checking them before BasicSR runs, with one-line errors."""
 import difflib
 import inspect
+import os
 from pathlib import Path
 
 import yaml
@@ -39,8 +40,14 @@ def load_options(path):
 
 
 def dump_options(opt, path):
-    """Write ``opt`` as YAML (keys in insertion order)."""
-    Path(path).write_text(yaml.safe_dump(opt, sort_keys=False, default_flow_style=False))
+    """Write ``opt`` as YAML (keys in insertion order), atomically (temporary file, then rename)."""
+    path = Path(path)
+    tmp = path.with_name(f'.{path.name}.{os.getpid()}.tmp')
+    try:
+        tmp.write_text(yaml.safe_dump(opt, sort_keys=False, default_flow_style=False))
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _check_type(kind, name, where):

@@ -1,0 +1,262 @@
+"""tools/convert_official.py on the official RT4KSR and LRSRN checkpoints: the converted BasicSR
+checkpoint + YAML rebuild a network whose output equals an independent functional
+re-implementation of the official forward (tests/official_reference.py) on real photographs,
+before and after reparameterization; every error is one line, exit status 2, nothing written.
+
+The official files are third-party test fixtures outside the repository (see
+shared/fixtures/official/SOURCES.md); the module is skipped when they are absent.
+"""
+import copy
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+FIXTURES = Path(os.environ.get('RTSR_OFFICIAL_FIXTURES')
+                or Path(__file__).resolve().parents[2] / 'shared/fixtures/official')
+if not FIXTURES.is_dir():
+    pytest.skip(f'official checkpoint fixtures not found at {FIXTURES} (set RTSR_OFFICIAL_FIXTURES)',
+                allow_module_level=True)
+
+import yaml  # noqa: E402
+from skimage import data as skdata  # noqa: E402
+
+import rtsr_arch  # noqa: E402
+from rtsr_arch.utils.checkpoint import load_state_dict_checked  # noqa: E402
+from rtsr_arch.utils.options import build_network, check_options  # noqa: E402
+
+
+def _load_reference():
+    path = Path(__file__).with_name('official_reference.py')
+    spec = importlib.util.spec_from_file_location('official_reference', path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+ref = _load_reference()
+TOOL = Path(__file__).resolve().parents[1] / 'tools' / 'convert_official.py'
+MISSING_KEY = 'module.body.2.conv1.fea_conv.weight'
+
+
+def fixture_file(name):
+    path = FIXTURES / name
+    if not path.is_file():
+        pytest.skip(f'official fixture {path} is missing')
+    return path
+
+
+@pytest.fixture(scope='module')
+def photos():
+    """Three real photographs (astronaut, coffee, chelsea), 96x128 crops, float [0,1], (3,3,96,128)."""
+    h, w = 96, 128
+    crops = [skdata.astronaut()[40:40 + h, 180:180 + w], skdata.coffee()[100:100 + h, 200:200 + w],
+             skdata.chelsea()[60:60 + h, 100:100 + w]]
+    return torch.from_numpy(np.stack(crops).astype(np.float32) / 255).permute(0, 3, 1, 2).contiguous()
+
+
+@pytest.fixture(scope='module')
+def runs(tmp_path_factory):
+    """The successful conversions, run as a program (a subprocess each, started at once since each
+    pays the torch/basicsr import), by name: ``(returncode, stdout, stderr, out_dir)``. Their empty
+    stderr also shows that the program prints nothing stray (warnings) that would spoil the
+    one-line errors, which the error tests below check on ``main`` in this process."""
+    root = tmp_path_factory.mktemp('convert_official')
+    env = {**os.environ, 'OMP_NUM_THREADS': '1'}  # the tool computes nothing heavy; don't oversubscribe
+    jobs = {}
+
+    def job(name, *args, needs):
+        if not (FIXTURES / needs).is_file():
+            return
+        out_dir = root / name
+        out_dir.mkdir()
+        cmd = [sys.executable, str(TOOL), *args, '--out', str(out_dir / 'model.pth')]
+        jobs[name] = (subprocess.Popen(cmd, cwd=out_dir, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                       text=True), out_dir)
+
+    job('rt4ksr_x2', '--arch', 'RT4KSR', '--input', str(FIXTURES / 'rt4ksr_x2.pth'), needs='rt4ksr_x2.pth')
+    job('rt4ksr_x3', '--arch', 'RT4KSR', '--input', str(FIXTURES / 'rt4ksr_x3.pth'), needs='rt4ksr_x3.pth')
+    job('teacher', '--arch', 'LRSRN', '--input', str(FIXTURES / 'casr_teacher_deploy.pt'), '--set', 'act_type=gelu',
+        needs='casr_teacher_deploy.pt')
+    results = {}
+    for name, (proc, out_dir) in jobs.items():
+        stdout, stderr = proc.communicate(timeout=300)
+        results[name] = (proc.returncode, stdout, stderr, out_dir)
+    return results
+
+
+@pytest.fixture(autouse=True, scope='module')
+def _single_thread():
+    """One intra-op thread: the small forwards here are faster that way on a loaded 2-core machine."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope='module')
+def tool():
+    """The tool's module, for the error cases run in this process (same ``main``, no import cost)."""
+    spec = importlib.util.spec_from_file_location('convert_official', TOOL)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def run_inprocess(tool, tmp_path, capsys):
+    """``run(*args)`` -> ``(returncode, stdout, stderr, out_dir)`` of ``main([*args, '--out', ...])``."""
+
+    def run(*args):
+        out_dir = tmp_path / 'out'
+        out_dir.mkdir()
+        try:
+            rc = tool.main([*map(str, args), '--out', str(out_dir / 'model.pth')])
+        except SystemExit as exc:
+            rc = exc.code
+        captured = capsys.readouterr()
+        return rc, captured.out, captured.err, out_dir
+
+    return run
+
+
+def converted(runs, name):
+    """The YAML options and the model rebuilt from them with the converted weights."""
+    rc, stdout, stderr, out_dir = runs[name]
+    assert rc == 0, stderr
+    assert stderr.strip() == '', stderr
+    opt = yaml.safe_load((out_dir / 'model.yml').read_text())
+    assert set(opt) == {'network_g', 'path'}
+    assert opt['path'] == {'pretrain_network_g': str((out_dir / 'model.pth').absolute()), 'param_key_g': 'params',
+                           'strict_load_g': True}
+    check_options(opt, 'model.yml')  # pasteable: every type and network keyword is accepted
+    model = build_network(opt['network_g'])
+    checkpoint = torch.load(out_dir / 'model.pth', map_location='cpu', weights_only=True)
+    assert set(checkpoint) == {'params'}
+    load_state_dict_checked(model, checkpoint['params'], 'model.pth')
+    return opt['network_g'], model.eval(), stdout
+
+
+def max_diff(a, b):
+    assert a.shape == b.shape
+    return (a - b).abs().max().item()
+
+
+@pytest.mark.parametrize('scale, params', [(2, 152_233), (3, 165_253)])
+def test_rt4ksr_official_matches_reference(runs, photos, scale, params):
+    official = torch.load(fixture_file(f'rt4ksr_x{scale}.pth'), map_location='cpu', weights_only=True)['state_dict']
+    network_g, model, stdout = converted(runs, f'rt4ksr_x{scale}')
+    assert network_g['type'] == 'RT4KSR'
+    assert (network_g['num_feat'], network_g['num_block'], network_g['upscale']) == (24, 4, scale)
+    assert network_g['deploy'] is False and network_g['act_type'] == 'gelu'
+    assert f'parameters: {params:,}' in stdout
+    assert sum(p.numel() for p in model.parameters()) == params
+
+    expected = ref.rt4ksr_forward(official, photos)
+    assert expected.shape == (3, 3, 96 * scale, 128 * scale)
+    model64 = copy.deepcopy(model).double()
+    official64 = {k: v.double() for k, v in official.items()}
+    expected64 = ref.rt4ksr_forward(official64, photos.double())
+    with torch.no_grad():
+        trained = model(photos)
+        train_diff = max_diff(trained, expected)
+        train_diff64 = max_diff(model64(photos.double()), expected64)
+        rtsr_arch.reparameterize(model)
+        rtsr_arch.reparameterize(model64)
+        assert not any('expand_conv' in k for k in model.state_dict())
+        fused = model(photos)
+        fused_diff, fused_vs_train = max_diff(fused, expected), max_diff(fused, trained)
+        fused_diff64 = max_diff(model64(photos.double()), expected64)
+    print(f'RT4KSR x{scale}: max |ours - reference| float32 {train_diff:.2e} (training form), {fused_diff:.2e} '
+          f'(reparameterized; {fused_vs_train:.2e} from the training form); float64 {train_diff64:.2e} / '
+          f'{fused_diff64:.2e}')
+    assert train_diff <= 1e-5
+    assert fused_diff <= 1e-4 and fused_vs_train <= 1e-4
+    # in float64 the differences above vanish: they are float32 rounding, not a different function
+    assert train_diff64 <= 1e-12 and fused_diff64 <= 1e-10
+
+
+def test_lrsrn_casr_teacher_matches_reference(runs, photos):
+    official = torch.load(fixture_file('casr_teacher_deploy.pt'), map_location='cpu', weights_only=True)
+    network_g, model, stdout = converted(runs, 'teacher')
+    assert network_g['type'] == 'LRSRN'
+    assert (network_g['num_feat'], network_g['num_block'], network_g['upscale']) == (64, 10, 4)
+    assert network_g['deploy'] is True and network_g['act_type'] == 'gelu'
+    assert 'parameters: 398,768' in stdout
+    assert sum(p.numel() for p in model.parameters()) == 398_768
+
+    with torch.no_grad():
+        diff = max_diff(model(photos), ref.lrsrn_deploy_forward(official, photos, 'gelu'))
+    print(f'LRSRN CASR teacher x4: max |ours - reference| {diff:.2e}')
+    assert diff <= 1e-5
+
+
+def failed(result):
+    """Exit status 2, one line on stderr, nothing on stdout, nothing written; returns the line."""
+    rc, stdout, stderr, out_dir = result
+    assert rc == 2, (rc, stdout, stderr)
+    assert stdout == ''
+    lines = stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith('convert_official: error: '), stderr
+    assert list(out_dir.iterdir()) == []
+    return lines[0]
+
+
+def test_wrong_arch_checkpoint(run_inprocess):
+    line = failed(run_inprocess('--arch', 'LRSRN', '--input', fixture_file('rt4ksr_x2.pth')))
+    assert 'rt4ksr_x2.pth' in line and 'LRSRN' in line
+
+
+def test_unknown_arch_lists_importers(run_inprocess):
+    line = failed(run_inprocess('--arch', 'NoSuchNet', '--input', FIXTURES / 'rt4ksr_x2.pth'))
+    assert 'NoSuchNet' in line and 'LRSRN' in line and 'RT4KSR' in line
+
+
+def test_bad_set_syntax(run_inprocess):
+    line = failed(run_inprocess('--arch', 'RT4KSR', '--input', FIXTURES / 'rt4ksr_x2.pth', '--set', 'act_type'))
+    assert "'act_type'" in line and 'key=value' in line
+
+
+def test_mismatched_checkpoint_names_missing_key(run_inprocess, tmp_path):
+    checkpoint = torch.load(fixture_file('rt4ksr_x2.pth'), map_location='cpu', weights_only=True)
+    del checkpoint['state_dict'][MISSING_KEY]
+    torch.save(checkpoint, tmp_path / 'rt4ksr_x2_missing_key.pth')
+    line = failed(run_inprocess('--arch', 'RT4KSR', '--input', tmp_path / 'rt4ksr_x2_missing_key.pth'))
+    assert '1 missing keys' in line and MISSING_KEY[len('module.'):] in line
+
+
+def test_corrupt_file_is_named(run_inprocess, tmp_path):
+    corrupt = tmp_path / 'corrupt.pth'
+    corrupt.write_bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes())
+    line = failed(run_inprocess('--arch', 'RT4KSR', '--input', corrupt))
+    assert str(corrupt) in line
+
+
+@pytest.mark.parametrize('variant', ['plain', 'blockv2'])
+def test_lrsrn_training_form_round_trip(run_inprocess, tmp_path, photos, variant):
+    """A training-form LRSRN checkpoint in the official layout (conv0/conv1 with the w0/b0/w1/b1
+    alias keys): the importer infers C from the block outputs (not the 256-wide conv0) and the
+    variant, and the converted network computes the same function."""
+    from rtsr_arch.archs.lrsrn_arch import LRSRN
+
+    torch.manual_seed(0)
+    model = LRSRN(num_feat=16, num_block=2, upscale=3, variant=variant, feature_size=40).eval()
+    official = dict(model.state_dict())
+    for key in [k for k in official if k.endswith(('.conv0.weight', '.conv0.bias', '.conv1.weight', '.conv1.bias'))]:
+        prefix, conv, kind = key.rsplit('.', 2)
+        official[f'{prefix}.{"w" if kind == "weight" else "b"}{conv[-1]}'] = official[key]
+    torch.save(official, tmp_path / 'model_x3_best_submission.pt')
+    rc, stdout, stderr, out_dir = run_inprocess('--arch', 'LRSRN', '--input', tmp_path / 'model_x3_best_submission.pt')
+    assert rc in (0, None), stderr
+    network_g = yaml.safe_load((out_dir / 'model.yml').read_text())['network_g']
+    assert {k: network_g[k] for k in ('num_feat', 'num_block', 'upscale', 'variant', 'feature_size', 'deploy')} == \
+        dict(num_feat=16, num_block=2, upscale=3, variant=variant, feature_size=40, deploy=False)
+    converted_model = build_network(network_g)
+    load_state_dict_checked(converted_model, torch.load(out_dir / 'model.pth', weights_only=True)['params'], 'out')
+    with torch.no_grad():
+        assert torch.equal(converted_model.eval()(photos), model(photos))
