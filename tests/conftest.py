@@ -4,14 +4,18 @@ Both helpers are plain functions (``from conftest import photo, randomize``) and
 the same names (``def test_x(photo, randomize): ...``).
 """
 import functools
+import importlib.util
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
-__all__ = ['photo', 'randomize', 'PHOTOS']
+__all__ = ['photo', 'randomize', 'load_module', 'PHOTOS', 'ROOT']
+
+ROOT = Path(__file__).resolve().parents[1]
 
 # scikit-image sample photos that ship with the package (no download needed)
 PHOTOS = ('astronaut', 'coffee', 'chelsea', 'rocket', 'camera', 'immunohistochemistry')
@@ -78,6 +82,15 @@ def randomize(model: nn.Module, seed=0, std=0.5, fan_in=False):
             var = torch.exp(torch.randn(module.running_var.shape, generator=gen, dtype=torch.float64) * 0.5)
             module.running_var.copy_(var.to(module.running_var))
     return model
+
+
+def load_module(path):
+    """Import a script that is not in a package (``tools/*.py``, ``tests/official_reference.py``)."""
+    path = Path(path)
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.fixture

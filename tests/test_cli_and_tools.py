@@ -1,5 +1,4 @@
 """rtsr-train / rtsr-test through BasicSR's own pipelines, and tools/reparam_ckpt.py round trips."""
-import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -16,8 +15,8 @@ from rtsr_arch.cli import test as cli_test
 from rtsr_arch.cli import train as cli_train
 from rtsr_arch.data.degradations import ntire23_lr
 from rtsr_arch.utils.options import build_network
+from conftest import ROOT, load_module
 
-ROOT = Path(__file__).resolve().parents[1]
 REPARAM = ROOT / 'tools' / 'reparam_ckpt.py'
 NETWORK = {'type': 'LRSRN', 'num_feat': 8, 'num_block': 2, 'feature_size': 16, 'upscale': 2}
 
@@ -120,15 +119,8 @@ def test_reparam_tool_round_trip_and_test_pipeline(trained):
     assert '# psnr:' in proc.stdout + proc.stderr
 
 
-def _load_tool(path):
-    spec = importlib.util.spec_from_file_location(path.stem, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_reparam_tool_errors_are_one_line(tmp_path, capsys):
-    reparam = _load_tool(REPARAM)
+    reparam = load_module(REPARAM)
     net = build_network(NETWORK)
     opt = tmp_path / 'opt.yml'
     opt.write_text(yaml.safe_dump({'network_g': NETWORK}))

@@ -7,7 +7,6 @@ The official files are third-party test fixtures outside the repository (see
 shared/fixtures/official/SOURCES.md); the module is skipped when they are absent.
 """
 import copy
-import importlib.util
 import os
 import subprocess
 import sys
@@ -29,18 +28,12 @@ from skimage import data as skdata  # noqa: E402
 import rtsr_arch  # noqa: E402
 from rtsr_arch.utils.checkpoint import load_state_dict_checked  # noqa: E402
 from rtsr_arch.utils.options import build_network, check_options  # noqa: E402
+from conftest import ROOT, load_module  # noqa: E402
 
 
-def _load_reference():
-    path = Path(__file__).with_name('official_reference.py')
-    spec = importlib.util.spec_from_file_location('official_reference', path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-ref = _load_reference()
-TOOL = Path(__file__).resolve().parents[1] / 'tools' / 'convert_official.py'
+ref = load_module(Path(__file__).with_name('official_reference.py'))
+TOOL = ROOT / 'tools' / 'convert_official.py'
+pytestmark = pytest.mark.usefixtures('torch_single_thread')
 MISSING_KEY = 'module.body.2.conv1.fea_conv.weight'
 
 
@@ -90,22 +83,10 @@ def runs(tmp_path_factory):
     return results
 
 
-@pytest.fixture(autouse=True, scope='module')
-def _single_thread():
-    """One intra-op thread: the small forwards here are faster that way on a loaded 2-core machine."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 @pytest.fixture(scope='module')
 def tool():
     """The tool's module, for the error cases run in this process (same ``main``, no import cost)."""
-    spec = importlib.util.spec_from_file_location('convert_official', TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_module(TOOL)
 
 
 @pytest.fixture
