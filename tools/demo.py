@@ -36,6 +36,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 import rtsr_arch  # noqa: F401  (basicsr import fixes and registration, before basicsr)
 from rtsr_arch.data.degradations import ntire23_lr
+from rtsr_arch.utils.checkpoint import load_checkpoint, load_state_dict_checked
 from rtsr_arch.utils.options import build_network, dump_options, load_options
 
 SCRIPT_DIR = Path(__file__).resolve().parent
@@ -196,12 +197,10 @@ def super_resolve(net, lr):
 
 
 def load_deploy(deploy_yml):
-    import torch
-
     opt = load_options(deploy_yml)
     net = build_network(opt['network_g'], f'{deploy_yml}: network_g')
-    ckpt = torch.load(opt['path']['pretrain_network_g'], map_location='cpu', weights_only=True)
-    net.load_state_dict(ckpt[opt['path'].get('param_key_g', 'params')], strict=True)
+    path = opt['path']['pretrain_network_g']
+    load_state_dict_checked(net, load_checkpoint(path)[opt['path'].get('param_key_g', 'params')], path)
     return net.eval(), sum(p.numel() for p in net.parameters())
 
 
