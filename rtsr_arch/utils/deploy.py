@@ -32,9 +32,10 @@ def deploy_state_dict(network_opt, state_dict, source='checkpoint', size=48, see
     """Reparameterize the weights ``state_dict`` of the network described by ``network_opt``.
 
     Returns ``(deploy_state_dict, DeployCheck)``. The check runs both forms, in eval mode, on one
-    random input of ``size`` x ``size`` pixels, in float64 (the merge itself: a float64 copy is fused
-    and compared) and in float32 (the saved weights, as users run them). A deploy-form ``network_opt`` or checkpoint, and a checkpoint that does not match
-    the architecture, raise :class:`CheckpointError` with a one-line message.
+    random input of ``size`` x ``size`` pixels, in float64 (the merge itself: a float64 copy is
+    fused and compared) and in float32 (the saved weights, as users run them). A deploy-form
+    ``network_opt`` or checkpoint, and a checkpoint that does not match the architecture, raise
+    :class:`CheckpointError` with a one-line message.
     """
     if network_opt.get('deploy'):
         raise CheckpointError(f'{source}: network_g.deploy is already true; nothing to reparameterize')
