@@ -53,7 +53,7 @@ class LayerNorm2d(nn.Module):
 class GaussianBlur(nn.Module):
     """Depthwise Gaussian blur with reflect padding, equal to ``torchvision.transforms.GaussianBlur``.
 
-    RT4KSR (seed 002 §3.1) extracts high frequencies as ``x - blur(x)`` with kernel 5, sigma 1; its
+    RT4KSR (paper §3.1) extracts high frequencies as ``x - blur(x)`` with kernel 5, sigma 1; its
     HF loss (§3.2, Eq. 1) uses the same operation. The kernel is a non-persistent buffer, so it
     never appears in checkpoints.
     """

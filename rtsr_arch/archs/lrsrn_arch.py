@@ -1,5 +1,5 @@
 """LRSRN (Gankhuyag, Yoon et al., "Lightweight Real-Time Image Super-Resolution Network for 4K
-Images", CVPRW 2023; seed 000), official code Ganzooo/LRSRN."""
+Images", CVPRW 2023), official code Ganzooo/LRSRN."""
 import torch
 from basicsr.utils.registry import ARCH_REGISTRY
 from torch import nn
@@ -20,7 +20,7 @@ LRSRN_VARIANTS = {
 @ARCH_REGISTRY.register()
 class LRSRN(nn.Module):
     """LRSRN: head -> m RepConv blocks -> transition(backbone + head features) -> PixelShuffle
-    (seed 000 §3.1, Eqs. 1-3). Every RepConv block collapses to a 3x3 conv at deploy time (§3.2).
+    (paper §3.1, Eqs. 1-3). Every RepConv block collapses to a 3x3 conv at deploy time (§3.2).
 
     Args:
         num_in_ch, num_out_ch: image channels.

@@ -1,5 +1,5 @@
-"""RT4KSR (Zamfir, Conde, Timofte, "Towards Real-Time 4K Image Super-Resolution", CVPRW 2023;
-seed 002), official code eduardzamfir/RT4KSR."""
+"""RT4KSR (Zamfir, Conde, Timofte, "Towards Real-Time 4K Image Super-Resolution", CVPRW 2023),
+official code eduardzamfir/RT4KSR."""
 from basicsr.utils.registry import ARCH_REGISTRY
 from torch import nn
 import torch
@@ -33,7 +33,7 @@ class RT4KSRBlock(nn.Module):
 
 @ARCH_REGISTRY.register()
 class RT4KSR(nn.Module):
-    """RT4KSR (seed 002 §3.1, Fig. 3): PixelUnshuffle(2) -> head -> B x [LayerNorm2d -> RRRB -> GELU]
+    """RT4KSR (paper §3.1, Fig. 3): PixelUnshuffle(2) -> head -> B x [LayerNorm2d -> RRRB -> GELU]
     -> LayerNorm2d -> RRRB -> conv -> PixelShuffle(2 * upscale), with a high-frequency branch
     (x - GaussianBlur(x), through the shared head and an RRRB + GELU).
 

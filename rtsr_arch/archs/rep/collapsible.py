@@ -1,4 +1,4 @@
-"""LRSRN's RepConv block (seed 000 §3.2, Fig. 2): a collapsible linear block."""
+"""LRSRN's RepConv block (LRSRN paper §3.2, Fig. 2): a collapsible linear block."""
 from torch import nn
 
 from .base import ReparamBlock

@@ -1,4 +1,4 @@
-"""FMEN's residual-in-residual reparameterizable block (RRRB), RT4KSR's "RRB" (seed 002 Fig. 3b)."""
+"""FMEN's residual-in-residual reparameterizable block (RRRB), RT4KSR's "RRB" (RT4KSR paper, Fig. 3b)."""
 from torch import nn
 
 from .base import ReparamBlock
