@@ -26,6 +26,7 @@ setup(
         'pillow',
         'scikit-image',
         'tqdm',
+        'matplotlib',
     ],
     extras_require={'test': ['pytest', 'hypothesis']},
     entry_points={'console_scripts': [
