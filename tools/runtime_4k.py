@@ -49,7 +49,7 @@ def fail(message):
 
 def rtsr_architectures():
     from basicsr.utils.registry import ARCH_REGISTRY
-    return sorted(name for name, cls in ARCH_REGISTRY._obj_map.items() if cls.__module__.startswith('rtsr_arch.'))
+    return sorted(name for name in ARCH_REGISTRY.keys() if ARCH_REGISTRY.get(name).__module__.startswith('rtsr_arch.'))
 
 
 def model_specs(args):

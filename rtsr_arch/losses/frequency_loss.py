@@ -9,28 +9,16 @@ from torch import nn
 from torch.nn import functional as F
 
 from basicsr.losses.basic_loss import l1_loss
+from basicsr.losses.loss_util import reduce_loss
 from basicsr.utils.registry import LOSS_REGISTRY
 
-from .spatial_loss import check_reduction
+from .spatial_loss import check_reduction, reject_weight
 
 __all__ = ['FFTLoss', 'FocalFrequencyLoss', 'WaveletHFLoss', 'haar_dwt']
 
 
 def _fft_dtype(x):
     return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
-
-
-def _no_weight(name, weight):
-    if weight is not None:
-        raise ValueError(f'{name} does not support a spatial element-wise weight')
-
-
-def _reduce(loss, reduction):
-    if reduction == 'mean':
-        return loss.mean()
-    if reduction == 'sum':
-        return loss.sum()
-    return loss
 
 
 @LOSS_REGISTRY.register()
@@ -61,7 +49,7 @@ class FFTLoss(nn.Module):
         return torch.stack([f.real, f.imag], dim=-1)
 
     def forward(self, pred, target, weight=None, **kwargs):
-        _no_weight('FFTLoss', weight)
+        reject_weight('FFTLoss', weight)
         return self.loss_weight * l1_loss(self.spectrum(pred), self.spectrum(target), reduction=self.reduction)
 
 
@@ -102,7 +90,7 @@ class FocalFrequencyLoss(nn.Module):
         return torch.fft.fft2(patches, norm='ortho')
 
     def forward(self, pred, target, weight=None, matrix=None, **kwargs):
-        _no_weight('FocalFrequencyLoss', weight)
+        reject_weight('FocalFrequencyLoss', weight)
         f_pred, f_target = self.spectrum(pred), self.spectrum(target)
         if self.ave_spectrum:
             f_pred, f_target = f_pred.mean(0, keepdim=True), f_target.mean(0, keepdim=True)
@@ -120,7 +108,7 @@ class FocalFrequencyLoss(nn.Module):
                 else:
                     w = w / w.amax(dim=(-2, -1), keepdim=True)
                 w = torch.nan_to_num(w, nan=0.0).clamp(0.0, 1.0)
-        return self.loss_weight * _reduce(w * distance, self.reduction)
+        return self.loss_weight * reduce_loss(w * distance, self.reduction)
 
 
 def haar_filters(dtype=torch.float32, device=None):
@@ -170,7 +158,7 @@ class WaveletHFLoss(nn.Module):
         self.ll_weight = ll_weight
 
     def forward(self, pred, target, weight=None, **kwargs):
-        _no_weight('WaveletHFLoss', weight)
+        reject_weight('WaveletHFLoss', weight)
         b_pred, b_target = haar_dwt(pred), haar_dwt(target)
         loss = l1_loss(b_pred[:, :, 1:], b_target[:, :, 1:], reduction=self.reduction)
         if self.ll_weight:

@@ -9,20 +9,25 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from basicsr.losses.basic_loss import l1_loss
+from basicsr.losses.basic_loss import _reduction_modes, l1_loss
+from basicsr.losses.loss_util import reduce_loss
 from basicsr.utils.registry import LOSS_REGISTRY
 
 from rtsr_arch.archs.layers import GaussianBlur
 
-__all__ = ['HFLoss', 'GradientMapLoss', 'PSNRLoss', 'check_reduction']
-
-_REDUCTIONS = ('none', 'mean', 'sum')
-
+__all__ = ['HFLoss', 'GradientMapLoss', 'PSNRLoss', 'check_reduction', 'reject_weight']
 
 def check_reduction(reduction):
-    if reduction not in _REDUCTIONS:
-        raise ValueError(f'Unsupported reduction mode: {reduction}. Supported ones are: {list(_REDUCTIONS)}')
+    """BasicSR's check of ``reduction`` ('none', 'mean' or 'sum'), shared by every loss here."""
+    if reduction not in _reduction_modes:
+        raise ValueError(f'Unsupported reduction mode: {reduction}. Supported ones are: {_reduction_modes}')
     return reduction
+
+
+def reject_weight(name, weight):
+    """Losses outside the pixel domain (spectra, sub-bands, per-image PSNR) take no pixel weight."""
+    if weight is not None:
+        raise ValueError(f'{name} does not support a spatial element-wise weight')
 
 
 @LOSS_REGISTRY.register()
@@ -98,15 +103,10 @@ class PSNRLoss(nn.Module):
         self.register_buffer('coef', coef, persistent=False)
 
     def forward(self, pred, target, weight=None, **kwargs):
-        if weight is not None:
-            raise ValueError('PSNRLoss does not support an element-wise weight')
+        reject_weight('PSNRLoss', weight)
         if self.toY:
             coef = self.coef.to(pred.dtype)
             pred = ((pred * coef).sum(1, keepdim=True) + 16.) / 255.
             target = ((target * coef).sum(1, keepdim=True) + 16.) / 255.
         loss = self.scale * torch.log((pred - target).pow(2).mean(dim=(1, 2, 3)) + self.eps)
-        if self.reduction == 'mean':
-            loss = loss.mean()
-        elif self.reduction == 'sum':
-            loss = loss.sum()
-        return self.loss_weight * loss
+        return self.loss_weight * reduce_loss(loss, self.reduction)
