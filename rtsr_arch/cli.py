@@ -1,6 +1,7 @@
 """``rtsr-train`` / ``rtsr-test``: BasicSR's own pipelines with this package registered.
 
-Experiments and results go under the current directory (so ``--auto_resume`` finds them), and
+Experiments and results go under the current directory (so ``--auto_resume`` finds them; resume
+states load on the CPU, see :mod:`rtsr_arch.utils.resume`), and
 every ``type:`` of the option file is checked first, so an unknown name fails in one line that
 lists the registered names of that kind. BasicSR's flags (``-opt``, ``--launcher``,
 ``--auto_resume``, ``--debug``, ``--force_yml``, ``--local_rank``) pass through unchanged.
@@ -33,9 +34,12 @@ def train(argv=None):
     import rtsr_arch  # noqa: F401  (aliases + registration before basicsr is imported)
     argv = sys.argv[1:] if argv is None else argv
     _preflight('rtsr-train', argv)
-    from basicsr.train import train_pipeline
+    import basicsr.train
+
+    from rtsr_arch.utils.resume import load_resume_state
+    basicsr.train.load_resume_state = load_resume_state  # CPU-safe resume (see rtsr_arch.utils.resume)
     sys.argv = ['rtsr-train', *argv]
-    train_pipeline(os.getcwd())
+    basicsr.train.train_pipeline(os.getcwd())
 
 
 def test(argv=None):

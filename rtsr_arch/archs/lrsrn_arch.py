@@ -32,10 +32,13 @@ class LRSRN(nn.Module):
             head/transition with 1x1 shortcuts, x3 submission).
         feature_size: expanded width inside each RepConv block (256).
         deploy: build the reparameterized network directly.
+        bias: False removes every bias (CASR's final training stage, AIS 2024 RTSR report §3.4:
+            "we turn off the bias term of the reparametrization block"); start it from a biased
+            checkpoint with ``strict_load_g: false`` so the biases are dropped.
     """
 
     def __init__(self, num_in_ch=3, num_out_ch=3, num_feat=32, num_block=4, upscale=2, act_type='relu',
-                 variant='plain', feature_size=256, deploy=False):
+                 variant='plain', feature_size=256, deploy=False, bias=True):
         super().__init__()
         if variant not in LRSRN_VARIANTS:
             raise ValueError(f"LRSRN variant '{variant}' is unknown; expected one of: {', '.join(LRSRN_VARIANTS)}")
@@ -45,7 +48,7 @@ class LRSRN(nn.Module):
         rep_ends = LRSRN_VARIANTS[variant]
 
         def block(cin, cout, act, rep=True):
-            return CollapsibleBlock(cin, cout, feature_size, act, deploy=deploy or not rep)
+            return CollapsibleBlock(cin, cout, feature_size, act, deploy=deploy or not rep, bias=bias)
 
         self.head = block(num_in_ch, num_feat, act_type, rep_ends)
         self.backbone = nn.Sequential(*[block(num_feat, num_feat, act_type) for _ in range(num_block)])

@@ -87,6 +87,10 @@ def check_options(opt, source):
     for name, loss in (opt.get('train') or {}).items():
         if name.endswith('_opt') and isinstance(loss, dict) and 'type' in loss:
             _check_type('loss', loss['type'], f'{source}: train.{name}.type')
+    for i, loss in enumerate((opt.get('train') or {}).get('losses') or []):
+        if not isinstance(loss, dict) or 'type' not in loss:
+            raise OptionsError(f'{source}: train.losses[{i}]: expected a mapping with a "type"; got {loss!r}')
+        _check_type('loss', loss['type'], f'{source}: train.losses[{i}].type')
     for name, metric in ((opt.get('val') or {}).get('metrics') or {}).items():
         if isinstance(metric, dict) and 'type' in metric:
             _check_type('metric', metric['type'], f'{source}: val.metrics.{name}.type')

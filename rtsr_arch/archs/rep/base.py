@@ -16,23 +16,26 @@ class ReparamBlock(nn.Module):
     :meth:`forward_train` and :meth:`fuse`. The deploy conv is stored under ``deploy_key`` (the
     official layout of the block's paper, e.g. ``conv3x3`` for LRSRN, ``rep_conv`` for RRRB), and
     the activation under ``act`` in both forms, so deploy checkpoints match the official ones.
+    With ``bias=False`` the deploy conv has no bias (subclasses that support it build bias-free
+    branches, whose fused bias is zero).
     """
 
     deploy_key = 'rep_conv'
 
-    def __init__(self, in_channels, out_channels, kernel_size=3, act_type='linear', deploy=False):
+    def __init__(self, in_channels, out_channels, kernel_size=3, act_type='linear', deploy=False, bias=True):
         super().__init__()
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.kernel_size = kernel_size
         self.deploy = deploy
+        self.use_bias = bias
         if deploy:
             self.add_module(self.deploy_key, self._deploy_conv())
         self.act = make_activation(act_type, out_channels)
 
     def _deploy_conv(self, **factory):
         return nn.Conv2d(self.in_channels, self.out_channels, self.kernel_size,
-                         padding=self.kernel_size // 2, **factory)
+                         padding=self.kernel_size // 2, bias=self.use_bias, **factory)
 
     def forward(self, x):
         y = getattr(self, self.deploy_key)(x) if self.deploy else self.forward_train(x)
@@ -59,7 +62,10 @@ class ReparamBlock(nn.Module):
         weight, bias = copy.deepcopy(self).double().fuse()
         conv = self._deploy_conv(device=ref.device, dtype=ref.dtype)
         conv.weight.copy_(weight)
-        conv.bias.copy_(bias)
+        if self.use_bias:
+            conv.bias.copy_(bias)
+        elif bias.abs().max() > 0:
+            raise RuntimeError(f'{type(self).__name__}(bias=False) fused to a non-zero bias; its branches must be bias-free')
         act = self._modules.pop('act')
         self._modules.clear()
         self._parameters.clear()

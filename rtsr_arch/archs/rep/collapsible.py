@@ -22,20 +22,22 @@ class CollapsibleBlock(ReparamBlock):
         with_idt: use the identity shortcut when in == out.
         res_conv: add the 1x1 shortcut when the identity is not used.
         deploy: build the fused form directly.
+        bias: with False, every conv (and so the fused ``conv3x3``) is bias-free (CASR's final
+            stage, AIS 2024 RTSR report §3.4).
     """
 
     deploy_key = 'conv3x3'
 
     def __init__(self, in_channels, out_channels, feature_size=256, act_type='linear', with_idt=True,
-                 res_conv=True, deploy=False):
-        super().__init__(in_channels, out_channels, 3, act_type, deploy)
+                 res_conv=True, deploy=False, bias=True):
+        super().__init__(in_channels, out_channels, 3, act_type, deploy, bias)
         self.with_idt = with_idt and in_channels == out_channels
         if deploy:
             return
-        self.conv0 = nn.Conv2d(in_channels, feature_size, 3, padding=1)
-        self.conv1 = nn.Conv2d(feature_size, out_channels, 1)
+        self.conv0 = nn.Conv2d(in_channels, feature_size, 3, padding=1, bias=bias)
+        self.conv1 = nn.Conv2d(feature_size, out_channels, 1, bias=bias)
         if not self.with_idt and res_conv:
-            self.conv1_res = nn.Conv2d(in_channels, out_channels, 1)
+            self.conv1_res = nn.Conv2d(in_channels, out_channels, 1, bias=bias)
 
     def forward_train(self, x):
         y = self.conv1(self.conv0(x))
@@ -51,5 +53,6 @@ class CollapsibleBlock(ReparamBlock):
             w = w + identity_kernel(self.out_channels, 3, w)
         elif hasattr(self, 'conv1_res'):
             w = w + pad_kernel(self.conv1_res.weight, 3)
-            b = b + self.conv1_res.bias
+            if self.use_bias:
+                b = b + self.conv1_res.bias
         return w, b
