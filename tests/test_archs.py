@@ -116,6 +116,29 @@ def test_lrsrn_paper_configs(kwargs, deploy_count, train_count):
     check_deploy_build(fused, lambda: LRSRN(**kwargs, deploy=True), x)
 
 
+@pytest.mark.parametrize('variant', sorted(LRSRN_VARIANTS))
+def test_lrsrn_bias_free_fuses_exactly_and_loads_from_biased_weights(variant):
+    """CASR's final stage (AIS 2024 RTSR report §3.4): no bias anywhere, before and after fusion;
+    a biased checkpoint loads non-strictly (its biases dropped, every weight kept)."""
+    kwargs = dict(num_feat=8, num_block=2, feature_size=16, upscale=4, act_type='gelu', variant=variant)
+    biased, free = LRSRN(**kwargs), LRSRN(**kwargs, bias=False)
+    randomize(biased, fan_in=True)
+    result = free.load_state_dict(biased.state_dict(), strict=False)
+    assert not result.missing_keys and result.unexpected_keys and all(k.endswith('.bias') for k in result.unexpected_keys)
+    assert not any(n.endswith('bias') for n, _ in free.named_parameters())
+    assert all(torch.equal(p, biased.state_dict()[n]) for n, p in free.state_dict().items())
+    x = photo('coffee', 20, 24, dtype=torch.float64)
+    free = free.double().eval()
+    with torch.no_grad():
+        y = free(x)
+        fused = rtsr_arch.reparameterize(copy.deepcopy(free))
+        assert all(m.bias is None for m in fused.modules() if isinstance(m, nn.Conv2d))
+        assert (fused(x) - y).abs().max() <= 1e-10 * y.abs().max()
+        deployed = LRSRN(**kwargs, bias=False, deploy=True).double()
+        deployed.load_state_dict(fused.state_dict())
+        assert torch.equal(deployed(x), fused(x))
+
+
 def test_lrsrn_state_dict_layout_is_official():
     """ARCHITECTURES.md B.1 (minus the w0/b0/w1/b1 alias keys, handled by the checkpoint importer)."""
     def layout(model):

@@ -13,6 +13,7 @@ def test_recipes_exist():
     for scale in (2, 3):
         assert f'train/LRSRN/train_LRSRN_x{scale}_stage1_L1.yml' in names
         assert f'train/LRSRN/train_LRSRN_x{scale}_stage2_MSE.yml' in names
+        assert f'train/LRSRN/train_LRSRN_x{scale}_stage3_KD.yml' in names
         assert f'train/RT4KSR/train_RT4KSR_x{scale}.yml' in names
         assert f'test/LRSRN/test_LRSRN_x{scale}.yml' in names
         assert f'test/RT4KSR/test_RT4KSR_x{scale}.yml' in names
@@ -32,11 +33,50 @@ def test_option_file_is_valid(path):
 
 
 @pytest.mark.parametrize('scale', [2, 3])
-def test_lrsrn_stage2_starts_from_stage1(scale):
-    stage1 = load_options(ROOT / f'options/train/LRSRN/train_LRSRN_x{scale}_stage1_L1.yml')
-    stage2 = load_options(ROOT / f'options/train/LRSRN/train_LRSRN_x{scale}_stage2_MSE.yml')
-    assert stage2['path']['pretrain_network_g'].startswith(f"experiments/{stage1['name']}/models/")
-    assert stage1['train']['pixel_opt']['type'] == 'L1Loss' and stage2['train']['pixel_opt']['type'] == 'MSELoss'
-    assert stage1['train']['optim_g']['lr'] == 5e-4 and stage2['train']['optim_g']['lr'] == 1e-4
-    assert stage1['network_g'] == stage2['network_g']
-    assert stage1['datasets']['train']['gt_size'] == 384 and stage1['datasets']['train']['batch_size_per_gpu'] == 8
+def test_lrsrn_stages_chain(scale):
+    stages = [load_options(ROOT / f'options/train/LRSRN/train_LRSRN_x{scale}_{s}.yml')
+              for s in ('stage1_L1', 'stage2_MSE', 'stage3_KD')]
+    for previous, stage in zip(stages, stages[1:]):
+        assert stage['path']['pretrain_network_g'].startswith(f"experiments/{previous['name']}/models/")
+        assert stage['network_g'] == previous['network_g']
+    assert [s['train']['losses'][0]['type'] for s in stages] == ['L1Loss', 'MSELoss', 'MSELoss']
+    assert [s['train']['optim_g']['lr'] for s in stages] == [5e-4, 1e-4, 5e-5]
+    for stage in stages:  # the official settings: AMP, clipping 0.1, cosine cycles halving
+        assert stage['train']['mixed_precision'] == 'fp16' and stage['train']['grad_clip'] == 0.1
+        assert stage['train']['scheduler']['type'] == 'CosineRestartCyclesLR'
+    assert stages[0]['datasets']['train']['gt_size'] == 384 and stages[0]['datasets']['train']['batch_size_per_gpu'] == 8
+    assert stages[2]['model_type'] == 'KDModel' and stages[2]['path']['ignore_resume_networks'] == ['network_t']
+
+
+def test_casr_stages_chain_to_the_bias_free_student():
+    stages = [load_options(p) for p in sorted((ROOT / 'options/train/CASR').glob('*.yml'))]
+    assert [s['name'] for s in stages] == ['CASR_x4_stage1_scratch_L1', 'CASR_x4_stage2_KD_L2',
+                                           'CASR_x4_stage3_KD_nobias']
+    for previous, stage in zip(stages, stages[1:]):
+        assert stage['path']['pretrain_network_g'].startswith(f"experiments/{previous['name']}/models/")
+    assert [s['network_g'].get('bias', True) for s in stages] == [True, True, False]
+    assert stages[2]['path']['strict_load_g'] is False  # stage 2's biases are dropped on load
+    teacher = build_network(stages[1]['network_t'])
+    assert sum(p.numel() for p in teacher.parameters()) == 398_768  # the official CASR teacher (deploy)
+
+
+@pytest.mark.parametrize('path', [p for p in OPTION_FILES if p.parts[-3] == 'train'], ids=lambda p: p.name)
+def test_training_recipe_builds_its_model(path, tmp_path):
+    """Every training recipe builds its model on the CPU: losses, optimizer, scheduler, and for
+    distillation the teacher (random weights stand in for the checkpoint) and feature adapters."""
+    import torch
+    from basicsr.models import build_model
+
+    opt = load_options(path)
+    exp = tmp_path / 'exp'
+    opt.update(num_gpu=0, is_train=True, dist=False, rank=0, world_size=1, auto_resume=False, root_path=str(tmp_path))
+    opt['path'].update(pretrain_network_g=None, models=str(exp / 'models'), training_states=str(exp / 'states'),
+                       experiments_root=str(exp), log=str(exp), visualization=str(exp / 'vis'))
+    if 'network_t' in opt:
+        teacher = tmp_path / 'teacher.pth'
+        torch.save({'params': build_network(opt['network_t']).state_dict()}, teacher)
+        opt['path']['pretrain_network_t'] = str(teacher)
+        assert opt['path']['ignore_resume_networks'] == ['network_t']
+    model = build_model(opt)
+    assert type(model).__name__ == opt['model_type']
+    assert model.schedulers and model.optimizer_g.param_groups[0]['lr'] == opt['train']['optim_g']['lr']
