@@ -169,6 +169,8 @@ def _write_opt(tmp_path, **changes):
     ({'model_type': 'SRModl'}, ["model_type: 'SRModl' is not a registered model", 'SRModel']),
     ({'train.pixel_opt.type': 'L2Loss'}, ["train.pixel_opt.type: 'L2Loss' is not a registered loss", 'MSELoss']),
     ({'network_g.num_blocks': 4}, ["network_g: LRSRN has no option 'num_blocks'", 'num_block']),
+    ({'train.losses': [{'type': 'L1Loss'}, {'type': 'HFLos'}]},
+     ["train.losses[1].type: 'HFLos' is not a registered loss", "did you mean 'HFLoss'"]),
 ])
 @pytest.mark.parametrize('entry', [cli_train, cli_test])
 def test_unknown_type_is_one_line_listing_registered_names(tmp_path, capsys, change, expected, entry):
