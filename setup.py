@@ -29,7 +29,8 @@ setup(
         'matplotlib',
         'av',  # PyAV: FFmpeg's swscale (Lanczos-5) and libsvtav1/dav1d for the AIS 2024 AVIF degradation
     ],
-    extras_require={'test': ['pytest', 'hypothesis', 'imageio-ffmpeg']}  # the ffmpeg CLI as an independent reference,
+    # imageio-ffmpeg: the ffmpeg CLI, an independent reference for the degradation tests
+    extras_require={'test': ['pytest', 'hypothesis', 'imageio-ffmpeg']},
     entry_points={'console_scripts': [
         'rtsr-train=rtsr_arch.cli:train',
         'rtsr-test=rtsr_arch.cli:test',
