@@ -135,6 +135,23 @@ def test_online_crops_are_aligned_with_the_returned_level(data_root):
         assert (windows == gt).all(axis=(-3, -2, -1)).any()  # the gt is a crop of the (cropped) HR
 
 
+def test_online_avif_crops_are_the_ais24_degradation_of_the_hr_crop(data_root):
+    """On-the-fly AVIF (x4 Lanczos-5 + libsvtav1 at a fast preset): each LR is exactly the
+    degradation of its HR crop at the returned qp, decoded by the package's one decoder."""
+    spec = {'preset_name': 'ais24', 'preset': 12, 'levels': [31, 63]}
+    opt = {'phase': 'train', 'scale': 4, 'dataroot_gt': str(data_root / 'hr'), 'io_backend': {'type': 'disk'},
+           'degradation': spec, 'gt_size': 64, 'use_hflip': False, 'use_rot': False}
+    ds = HROnlineDegradationDataset(opt)
+    deg = Degradation.from_opt(spec)
+    seen = set()
+    for s in samples(ds, n=6):
+        gt, lq = as_uint8(s['gt']), as_uint8(s['lq'])
+        assert gt.shape == (64, 64, 3) and lq.shape == (16, 16, 3)
+        assert (deg(gt, s['level']) == lq).all() and s['level_name'] == f"qp{s['level']}"
+        seen.add(s['level'])
+    assert seen == {31, 63}
+
+
 def test_multi_train_crops_are_aligned(data_root):
     ds = MultiLRPairedDataset(multi_opt(data_root, 'disk', use_hflip=False, use_rot=False))
     for s in samples(ds, n=6):
