@@ -32,7 +32,7 @@ from torch import nn
 
 from ..utils.checkpoint import CheckpointError, load_checkpoint, load_state_dict_checked
 from ..utils.options import build_network
-from .rtsr_model import AUTOCAST_DTYPES, RTSRModel, _choice
+from .rtsr_model import AUTOCAST_DTYPES, RTSRModel, check_choice
 
 __all__ = ['KDModel', 'CRITERIA', 'module_by_name']
 
@@ -72,13 +72,13 @@ class KDModel(RTSRModel):
 
     def init_training_settings(self):
         kd = self.opt['train'].get('kd') or {}
-        self.teacher_dtype = TEACHER_DTYPES[_choice(kd.get('teacher_dtype', 'fp32'), list(TEACHER_DTYPES),
+        self.teacher_dtype = TEACHER_DTYPES[check_choice(kd.get('teacher_dtype', 'fp32'), list(TEACHER_DTYPES),
                                                     'train.kd.teacher_dtype')]
         self.net_t = self._load_teacher()
         output = kd.get('output')
         self.kd_output = None
         if output:
-            self.kd_output = (CRITERIA[_choice(output.get('criterion', 'l1'), list(CRITERIA), 'train.kd.output.criterion')],
+            self.kd_output = (CRITERIA[check_choice(output.get('criterion', 'l1'), list(CRITERIA), 'train.kd.output.criterion')],
                               float(output.get('loss_weight', 1.0)))
         self._init_feature_pairs(kd.get('features') or [])
         if not self.kd_output and not self.feature_pairs:
@@ -115,7 +115,7 @@ class KDModel(RTSRModel):
             where = f'train.kd.features[{i}]'
             if not isinstance(pair, dict) or not {'student', 'teacher'} <= pair.keys():
                 raise ValueError(f'{where}: expected a mapping with "student" and "teacher" module names; got {pair!r}')
-            crit = CRITERIA[_choice(pair.get('criterion', 'l1'), list(CRITERIA), f'{where}.criterion')]
+            crit = CRITERIA[check_choice(pair.get('criterion', 'l1'), list(CRITERIA), f'{where}.criterion')]
             taps = (_FeatureTap(module_by_name(student, pair['student'], f'{where}.student')),
                     _FeatureTap(module_by_name(self.net_t, pair['teacher'], f'{where}.teacher')))
             name = pair.get('name') or f"l_kd_{pair['student'].replace('.', '_')}"

@@ -45,7 +45,7 @@ from ..utils.deploy import deploy_state_dict
 from ..utils.options import build_network
 from .lr_scheduler import build_scheduler
 
-__all__ = ['RTSRModel', 'AUTOCAST_DTYPES', 'loss_log_name']
+__all__ = ['RTSRModel', 'AUTOCAST_DTYPES', 'loss_log_name', 'supports_deploy', 'check_choice']
 
 AUTOCAST_DTYPES = {'fp16': torch.float16, 'bf16': torch.bfloat16}
 
@@ -65,7 +65,8 @@ def supports_deploy(network_opt):
     return 'deploy' in inspect.signature(cls).parameters and not network_opt.get('deploy')
 
 
-def _choice(value, choices, key):
+def check_choice(value, choices, key):
+    """``value`` if it is one of ``choices``; else a one-line ValueError naming ``key``."""
     if value not in choices:
         raise ValueError(f"{key}: {value!r} is not one of: {', '.join(map(str, choices))}")
     return value
@@ -84,7 +85,7 @@ class RTSRModel(SRModel):
     # ----------------------------------------------------------------------------- set-up
     def init_training_settings(self):
         train_opt = self.opt['train']
-        self.amp_dtype = AUTOCAST_DTYPES.get(_choice(train_opt.get('mixed_precision'), [None, *AUTOCAST_DTYPES],
+        self.amp_dtype = AUTOCAST_DTYPES.get(check_choice(train_opt.get('mixed_precision'), [None, *AUTOCAST_DTYPES],
                                                      'train.mixed_precision'))
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
         self.channels_last = bool(train_opt.get('channels_last', False))
