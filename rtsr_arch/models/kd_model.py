@@ -143,12 +143,12 @@ class KDModel(RTSRModel):
 
     def compute_losses(self, output):
         losses = super().compute_losses(output)
-        with torch.no_grad(), torch.autocast(self.device.type, enabled=False):
+        with torch.no_grad():
             target = self.net_t(self.lq.to(self.teacher_dtype)).float()
         if self.kd_output:
             criterion, weight = self.kd_output
             losses['l_kd_out'] = weight * criterion(output, target)
         for i, (name, (tap_s, tap_t), criterion, weight) in enumerate(self.feature_pairs):
             teacher = tap_t.take().float()
-            losses[name] = weight * criterion(self.adapters[str(i)](tap_s.take()).float(), teacher)
+            losses[name] = weight * criterion(self.adapters[str(i)](tap_s.take().float()), teacher)
         return losses

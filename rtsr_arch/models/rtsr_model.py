@@ -195,7 +195,7 @@ class RTSRModel(SRModel):
         self.optimizer_g.zero_grad(set_to_none=True)
         with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
             self.output = self.net_g(self.lq)
-            losses = self.compute_losses(self.output.float())
+        losses = self.compute_losses(self.output.float())  # losses in float32, outside autocast
         l_total = sum(losses.values())
         losses['l_total'] = l_total
         if not torch.isfinite(l_total):
