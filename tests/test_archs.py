@@ -173,17 +173,6 @@ def test_lrsrn_structure_matches_paper_equations():
     assert isinstance(model.transition[0].act, nn.Identity)  # the transition is linear
 
 
-def test_lrsrn_errors_list_valid_names():
-    with pytest.raises(ValueError) as excinfo:
-        LRSRN(variant='plainv3')
-    assert_lists_names(excinfo, LRSRN_VARIANTS)
-    with pytest.raises(ValueError) as excinfo:
-        LRSRN(act_type='swish')
-    assert_lists_names(excinfo, ACTIVATIONS)
-    with pytest.raises(ValueError):
-        LRSRN(upscale=5)
-
-
 # ======================================================================= RT4KSR
 
 @pytest.mark.parametrize('hf_gate', [False, True], ids=['nohf', 'hf'])
@@ -318,19 +307,22 @@ def test_rt4ksr_size_table():
     assert len(default.body) == 4 and default.head[0].out_channels == 24
 
 
-def test_rt4ksr_errors():
+@pytest.mark.parametrize('build, names', [
+    (lambda: LRSRN(variant='plainv3'), LRSRN_VARIANTS),
+    (lambda: LRSRN(act_type='swish'), ACTIVATIONS),
+    (lambda: LRSRN(upscale=5), None),
+    (lambda: RT4KSR(size='XXXXL'), RT4KSR_SIZES),
+    (lambda: RT4KSR(act_type='swish'), ACTIVATIONS),
+    (lambda: RT4KSR(size='XL', num_feat=32), None),
+    (lambda: RT4KSR(size='S', num_block=4), None),
+    (lambda: RT4KSR(upscale=8), None),
+], ids=['lrsrn_variant', 'lrsrn_act', 'lrsrn_upscale', 'rt4ksr_size', 'rt4ksr_act', 'rt4ksr_size_vs_feat',
+        'rt4ksr_size_vs_block', 'rt4ksr_upscale'])
+def test_bad_options_raise_and_list_valid_names(build, names):
     with pytest.raises(ValueError) as excinfo:
-        RT4KSR(size='XXXXL')
-    assert_lists_names(excinfo, RT4KSR_SIZES)
-    with pytest.raises(ValueError) as excinfo:
-        RT4KSR(act_type='swish')
-    assert_lists_names(excinfo, ACTIVATIONS)
-    with pytest.raises(ValueError):
-        RT4KSR(size='XL', num_feat=32)
-    with pytest.raises(ValueError):
-        RT4KSR(size='S', num_block=4)
-    with pytest.raises(ValueError):
-        RT4KSR(upscale=8)
+        build()
+    if names is not None:
+        assert_lists_names(excinfo, names)
 
 
 # ======================================================================= GaussianBlur

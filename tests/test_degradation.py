@@ -14,6 +14,7 @@ from PIL import Image, features
 from rtsr_arch.data.codecs import CodecUnavailableError, avif_encode, yuv420p_planes
 from rtsr_arch.data.degradations import Degradation, crop_to_multiple, jpeg_roundtrip, ntire23_lr
 from rtsr_arch.data.resize import lanczos
+from basicsr.metrics import calculate_psnr
 
 from conftest import _load_photo
 
@@ -26,7 +27,8 @@ def crop(name, h, w, top=0, left=0):
 
 
 def psnr(a, b):
-    return 10 * np.log10(255.0 ** 2 / np.mean((a.astype(np.float64) - b) ** 2))
+    """RGB PSNR (peak 255, whole image) of two uint8 images: BasicSR's metric."""
+    return float(calculate_psnr(a, b, crop_border=0, input_order='HWC'))
 
 
 @pytest.fixture(scope='module')

@@ -6,8 +6,8 @@
 
 Builds a small data set in a temporary folder: the HR photos; their AIS 2024 x4 LR (qp31 ... qp63)
 made by tools/degrade_dataset.py (``--format png``: the AVIF decoded once, as for training; SVT
-preset 8 to keep the set-up short, which does not change read speed) or by ``Degradation`` directly
-when that tool is absent; and LMDBs of both by tools/prepare_lmdb.py. Then it times a torch
+preset 8 to keep the set-up short, which does not change read speed); and LMDBs of both by
+tools/prepare_lmdb.py. Then it times a torch
 DataLoader (random sampling with replacement, ``--workers`` processes, ``--batch-size``,
 HR crops of ``--gt-size``) over:
 
@@ -34,7 +34,6 @@ import torch
 from PIL import Image
 from skimage import data as skdata
 
-from rtsr_arch.data.degradations import Degradation, crop_to_multiple
 from rtsr_arch.data.multi_lr_paired_dataset import MultiLRPairedDataset
 from rtsr_arch.data.online_degradation_dataset import HROnlineDegradationDataset
 
@@ -52,18 +51,9 @@ def write_photos(folder):
 
 
 def degrade(hr, out):
-    """OUT/qp31 ... OUT/qp63 of decoded AVIF LR PNGs, by tools/degrade_dataset.py when present."""
-    script = TOOLS / 'degrade_dataset.py'
-    if script.is_file():
-        subprocess.run([sys.executable, str(script), str(hr), '--out', str(out), '--preset', 'ais24',
-                        '--set', f"preset={AIS24['preset']}", '--format', 'png'], check=True, stdout=subprocess.DEVNULL)
-        return
-    deg = Degradation.from_opt(AIS24)
-    for path in sorted(hr.iterdir()):
-        img = crop_to_multiple(np.asarray(Image.open(path).convert('RGB')), deg.scale)
-        for level in deg.levels:
-            (out / deg.level_name(level)).mkdir(parents=True, exist_ok=True)
-            Image.fromarray(deg(img, level)).save(out / deg.level_name(level) / f'{path.stem}.png')
+    """OUT/qp31 ... OUT/qp63 of decoded AVIF LR PNGs, by tools/degrade_dataset.py."""
+    subprocess.run([sys.executable, str(TOOLS / 'degrade_dataset.py'), str(hr), '--out', str(out), '--preset', 'ais24',
+                    '--set', f"preset={AIS24['preset']}", '--format', 'png'], check=True, stdout=subprocess.DEVNULL)
 
 
 def build_data(root):

@@ -24,6 +24,7 @@ import numpy as np
 import rtsr_arch  # noqa: F401  (basicsr import fixes, before basicsr)
 from rtsr_arch.data.codecs import library_versions
 from rtsr_arch.data.degradations import Degradation
+from basicsr.metrics import calculate_psnr
 
 PHOTOS = ('astronaut', 'coffee', 'chelsea', 'rocket', 'stereo_motorcycle', 'hubble_deep_field',
           'immunohistochemistry', 'retina')
@@ -52,7 +53,8 @@ def mosaic_4k(seed=0):
 
 
 def psnr(a, b):
-    return 10 * np.log10(255.0 ** 2 / np.mean((a.astype(np.float64) - b) ** 2))
+    """RGB PSNR (peak 255, whole image) of two uint8 images: BasicSR's metric."""
+    return float(calculate_psnr(a, b, crop_border=0, input_order='HWC'))
 
 
 def timed(fn, runs):

@@ -32,6 +32,7 @@ from PIL import Image
 import rtsr_arch  # noqa: F401  (basicsr import fixes, before basicsr)
 from rtsr_arch.data.codecs import CodecUnavailableError, library_versions, png_encode
 from rtsr_arch.data.degradations import Degradation, crop_to_multiple
+from rtsr_arch.utils.checkpoint import atomic_write
 
 IMAGE_SUFFIXES = {'.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp', '.ppm'}
 _DEG = {}  # the worker's Degradation (set by _init)
@@ -72,11 +73,9 @@ def degradation_opt(args):
     return opt
 
 
-def write_atomic(path, data):
-    """Write ``data`` to ``path`` through a temporary file in the same folder and ``os.replace``."""
-    tmp = path.with_name(f'.{path.name}.{os.getpid()}.tmp')
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+def write_manifest(path, manifest):
+    text = json.dumps(manifest, indent=2) + '\n'
+    atomic_write(path, lambda f: f.write(text.encode()))
 
 
 def outputs(deg, out, stem, fmt, save_hr):
@@ -104,7 +103,7 @@ def process(job):
                 data = deg.encode(hr, level)
                 if fmt == 'png' and deg.codec != 'none':
                     data = png_encode(deg.decode(data))
-            write_atomic(Path(path), data)
+            atomic_write(path, lambda f: f.write(data))
         return src.name, len(todo), None
     except Exception as err:  # noqa: BLE001  (any unreadable input is reported and skipped)
         return src.name, 0, f'{type(err).__name__}: {err}'.splitlines()[0]
@@ -135,7 +134,7 @@ def main(argv=None):
     args.out.mkdir(parents=True, exist_ok=True)
     manifest = {**settings, 'input': str(args.input.resolve()), 'inputs': len(files),
                 'versions': {**library_versions(), 'rtsr_arch': rtsr_arch.__version__}}
-    write_atomic(manifest_path, (json.dumps({**manifest, 'failed': None}, indent=2) + '\n').encode())  # running
+    write_manifest(manifest_path, {**manifest, 'failed': None})  # running
 
     jobs, skipped = [], 0
     for src in files:
@@ -169,7 +168,7 @@ def main(argv=None):
     if args.workers > 1:
         pool.close()
         pool.join()
-    write_atomic(manifest_path, (json.dumps({**manifest, 'failed': sorted(failed)}, indent=2) + '\n').encode())
+    write_manifest(manifest_path, {**manifest, 'failed': sorted(failed)})
     print(f'wrote {written} files under {args.out}' + (f'; {len(failed)} inputs failed' if failed else ''))
     if failed:
         print(f'degrade_dataset: failed inputs: {", ".join(sorted(failed))}', file=sys.stderr)

@@ -18,6 +18,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
+from PIL import Image
+from basicsr.utils import img2tensor
 
 from rtsr_arch.data.degradations import Degradation
 
@@ -140,7 +142,6 @@ class ImageSet:
         else by decoding it."""
         if key in self.sizes:
             return self.sizes[key]
-        from PIL import Image
         try:
             with Image.open(self.files[key]) as img:
                 return img.size[::-1]
@@ -196,7 +197,6 @@ class WorkerRNG:
 
 def to_sample(gt, lq, gt_path, lq_path, level, level_name):
     """The dict BasicSR's models read: RGB float [0, 1] CHW tensors plus paths and the level."""
-    from basicsr.utils import img2tensor
     gt, lq = img2tensor([gt.astype(np.float32) / 255.0, lq.astype(np.float32) / 255.0], bgr2rgb=False)
     return {'lq': lq, 'gt': gt, 'lq_path': lq_path, 'gt_path': gt_path,
             'level': int(level), 'level_name': level_name}

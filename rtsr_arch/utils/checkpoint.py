@@ -1,26 +1,27 @@
-"""Checkpoint IO with atomic writes and one-line errors."""
+"""Checkpoint (and other file) IO with atomic writes and one-line errors."""
 import os
 import tempfile
 from pathlib import Path
 
 import torch
 
-__all__ = ['atomic_save', 'load_checkpoint', 'load_state_dict_checked', 'CheckpointError']
+__all__ = ['atomic_write', 'atomic_save', 'load_checkpoint', 'load_state_dict_checked', 'CheckpointError']
 
 
 class CheckpointError(ValueError):
     """A checkpoint that cannot be used as asked; the message is one line naming the problem."""
 
 
-def atomic_save(obj, path):
-    """``torch.save`` to a temporary file beside ``path``, then rename: a reader (or a crash) sees
-    either the old file or the complete new one, never a truncated file."""
+def atomic_write(path, write):
+    """Write ``path`` atomically: ``write(f)`` fills a temporary binary file beside it, which is
+    fsynced and renamed over ``path``; a reader (or a crash) sees the old file or the complete new
+    one, never a truncated file. Returns ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent)
     try:
         with os.fdopen(fd, 'wb') as f:
-            torch.save(obj, f)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the file the usual mode
@@ -28,6 +29,12 @@ def atomic_save(obj, path):
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    return path
+
+
+def atomic_save(obj, path):
+    """``torch.save`` through :func:`atomic_write`."""
+    return atomic_write(path, lambda f: torch.save(obj, f))
 
 
 def _umask():

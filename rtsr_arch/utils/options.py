@@ -1,7 +1,6 @@
 """Reading BasicSR option files and checking them before BasicSR runs, with one-line errors."""
 import difflib
 import inspect
-import os
 from pathlib import Path
 
 import yaml
@@ -41,13 +40,9 @@ def load_options(path):
 
 def dump_options(opt, path):
     """Write ``opt`` as YAML (keys in insertion order), atomically (temporary file, then rename)."""
-    path = Path(path)
-    tmp = path.with_name(f'.{path.name}.{os.getpid()}.tmp')
-    try:
-        tmp.write_text(yaml.safe_dump(opt, sort_keys=False, default_flow_style=False))
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    from .checkpoint import atomic_write
+    text = yaml.safe_dump(opt, sort_keys=False, default_flow_style=False)
+    atomic_write(path, lambda f: f.write(text.encode()))
 
 
 def _check_type(kind, name, where):
