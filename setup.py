@@ -28,12 +28,26 @@ setup(
         'tqdm',
         'matplotlib',
         'av',  # PyAV: FFmpeg's swscale (Lanczos-5) and libsvtav1/dav1d for the AIS 2024 AVIF degradation
+        'safetensors',  # .safetensors checkpoints (rtsr_arch.loader)
     ],
-    # imageio-ffmpeg: the ffmpeg CLI, an independent reference for the degradation tests
-    extras_require={'test': ['pytest', 'hypothesis', 'imageio-ffmpeg']},
+    extras_require={
+        # rtsr-export; an extra because onnxruntime and onnxruntime-gpu install the same module
+        'export': ['onnx>=1.16', 'onnxruntime>=1.17'],
+        # imageio-ffmpeg: the ffmpeg CLI, an independent reference for the degradation tests;
+        # onnxscript: the dynamo ONNX exporter, tested as the fallback of the TorchScript one
+        'test': ['pytest', 'hypothesis', 'imageio-ffmpeg', 'onnx>=1.16', 'onnxruntime>=1.17', 'onnxscript'],
+    },
+    # every program is a console script over rtsr_arch.commands (tools/*.py are thin wrappers)
     entry_points={'console_scripts': [
         'rtsr-train=rtsr_arch.cli:train',
         'rtsr-test=rtsr_arch.cli:test',
+        'rtsr-convert=rtsr_arch.commands.convert:main',
+        'rtsr-reparam=rtsr_arch.commands.reparam:main',
+        'rtsr-runtime=rtsr_arch.commands.runtime:main',
+        'rtsr-degrade=rtsr_arch.commands.degrade:main',
+        'rtsr-lmdb=rtsr_arch.commands.lmdb:main',
+        'rtsr-upscale=rtsr_arch.commands.upscale:main',
+        'rtsr-export=rtsr_arch.commands.export:main',
     ]},
     classifiers=[
         'Programming Language :: Python :: 3',

@@ -6,9 +6,10 @@ BasicSR's registries, so BasicSR's own train/test pipelines run them from YAML.
 from ._compat import install_basicsr_aliases
 
 install_basicsr_aliases()  # must run before anything imports basicsr
+__version__ = '0.1.0'
 
 from . import archs, data, losses, models  # noqa: E402,F401  (registration side effects)
 from .archs.rep import ReparamBlock, reparameterize  # noqa: E402
+from .loader import load_model, save_model  # noqa: E402
 
-__version__ = '0.1.0'
-__all__ = ['ReparamBlock', 'reparameterize', '__version__']
+__all__ = ['ReparamBlock', 'reparameterize', 'load_model', 'save_model', '__version__']

@@ -2,10 +2,15 @@
 
 Every block is checked on random weights (biases, BN statistics, PReLU slopes included) and random
 inputs of odd and degenerate sizes (1x1, 2x2, 1xN: every pixel is a border pixel) in float64
-(max |diff| <= 1e-10) and float32 (max |diff| <= 1e-5 of the output scale). Negative controls show
-that the comparison catches a zero-padded (instead of bias-padded) RRRB and a wrong merge.
+(max |diff| <= 1e-10) and float32 (max |diff| <= 1e-5 of the output scale), bias-free, grouped,
+depthwise, strided (output ceil(h / s)) and non-square variants included. The merge math of
+fusion.py is checked against running the convs it replaces. Negative controls show that the
+comparison catches a zero-padded (instead of bias-padded) RRRB, a wrong merge, a misaligned 1xk
+kernel and a wrong group index in a grouped identity kernel. Arguments a block cannot honour raise
+a one-line ValueError naming the argument.
 """
 import copy
+import math
 import zlib
 
 import pytest
@@ -16,10 +21,13 @@ from torch import nn
 from torch.nn import functional as F
 
 import rtsr_arch
-from conftest import photo, randomize
+from helpers import photo, randomize
 from rtsr_arch.archs.layers import ACTIVATIONS
-from rtsr_arch.archs.rep import ECB, RRRB, CollapsibleBlock, RepVGGBlock, ReparamBlock, reparameterize
-from rtsr_arch.archs.rep.fusion import fuse_1x1_kxk, fuse_kxk_1x1
+from rtsr_arch.archs.rep import (ECB, RRRB, ACBlock, CollapsibleBlock, RepVGGBlock, ReparamBlock, reparameterize,
+                                 reparameterize_children)
+from rtsr_arch.archs.rep.fusion import (dense_depthwise, dense_grouped, fuse_1x1_kxk, fuse_bn, fuse_kxk_1x1,
+                                        identity_kernel, merge_parallel, pad_kernel)
+
 
 pytestmark = pytest.mark.usefixtures('torch_single_thread')
 
@@ -27,23 +35,54 @@ TOL64 = 1e-10  # absolute, float64
 TOL32 = 1e-5  # relative to the output scale, float32
 SIZES = [(7, 9), (3, 5), (1, 1), (2, 2), (1, 7), (6, 1), (2, 3)]  # the last five: every pixel is border
 
-# name -> factory(act_type) of a small block, with its input channel count
+# name -> (input channels, factory(act_type, **kwargs) of a small block); kwargs: deploy=True
 CASES = {
-    'collapsible_idt': (5, lambda act: CollapsibleBlock(5, 5, 12, act)),
-    'collapsible_res': (5, lambda act: CollapsibleBlock(5, 7, 12, act, res_conv=True)),
-    'collapsible_nores': (5, lambda act: CollapsibleBlock(5, 3, 12, act, res_conv=False)),
-    'collapsible_noidt_res': (5, lambda act: CollapsibleBlock(5, 5, 12, act, with_idt=False, res_conv=True)),
-    'collapsible_noidt_nores': (5, lambda act: CollapsibleBlock(5, 5, 12, act, with_idt=False, res_conv=False)),
-    'rrrb_2': (6, lambda act: RRRB(6, ratio=2, act_type=act)),
-    'rrrb_1.5': (6, lambda act: RRRB(6, ratio=1.5, act_type=act)),
-    'repvgg_same': (5, lambda act: RepVGGBlock(5, 5, act)),
-    'repvgg_diff': (5, lambda act: RepVGGBlock(5, 8, act)),
-    'ecb_idt_dm1': (6, lambda act: ECB(6, 6, 1.0, act, with_idt=True)),
-    'ecb_idt_dm2': (6, lambda act: ECB(6, 6, 2.0, act, with_idt=True)),
-    'ecb_noidt_dm2': (6, lambda act: ECB(6, 6, 2.0, act, with_idt=False)),
-    'ecb_diff_dm2': (4, lambda act: ECB(4, 7, 2.0, act, with_idt=True)),  # identity impossible: dropped
+    'collapsible_idt': (5, lambda act, **kw: CollapsibleBlock(5, 5, 12, act, **kw)),
+    'collapsible_res': (5, lambda act, **kw: CollapsibleBlock(5, 7, 12, act, res_conv=True, **kw)),
+    'collapsible_nores': (5, lambda act, **kw: CollapsibleBlock(5, 3, 12, act, res_conv=False, **kw)),
+    'collapsible_noidt_res': (5, lambda act, **kw: CollapsibleBlock(5, 5, 12, act, with_idt=False, res_conv=True,
+                                                                    **kw)),
+    'collapsible_noidt_nores': (5, lambda act, **kw: CollapsibleBlock(5, 5, 12, act, with_idt=False, res_conv=False,
+                                                                      **kw)),
+    'collapsible_res_nobias': (5, lambda act, **kw: CollapsibleBlock(5, 7, 12, act, bias=False, **kw)),
+    'collapsible_k5_idt_nobias': (5, lambda act, **kw: CollapsibleBlock(5, 5, 12, act, bias=False, kernel_size=5,
+                                                                        **kw)),
+    'rrrb_2': (6, lambda act, **kw: RRRB(6, ratio=2, act_type=act, **kw)),
+    'rrrb_1.5': (6, lambda act, **kw: RRRB(6, ratio=1.5, act_type=act, **kw)),
+    'rrrb_nobias': (6, lambda act, **kw: RRRB(6, ratio=2, act_type=act, bias=False, **kw)),
+    'repvgg_same': (5, lambda act, **kw: RepVGGBlock(5, 5, act, **kw)),
+    'repvgg_diff': (5, lambda act, **kw: RepVGGBlock(5, 8, act, **kw)),
+    'repvgg_nobn': (5, lambda act, **kw: RepVGGBlock(5, 5, act, use_bn=False, **kw)),
+    'repvgg_nobn_nobias': (5, lambda act, **kw: RepVGGBlock(5, 5, act, use_bn=False, bias=False, **kw)),
+    'repvgg_s2': (4, lambda act, **kw: RepVGGBlock(4, 4, act, stride=2, **kw)),  # identity impossible: none
+    'repvgg_g2': (6, lambda act, **kw: RepVGGBlock(6, 6, act, groups=2, **kw)),  # grouped identity
+    'repvgg_g2_diff': (4, lambda act, **kw: RepVGGBlock(4, 6, act, groups=2, **kw)),
+    'repvgg_dw': (5, lambda act, **kw: RepVGGBlock(5, 5, act, groups=5, **kw)),
+    'repvgg_dw_s2_k5_nobn': (4, lambda act, **kw: RepVGGBlock(4, 4, act, groups=4, stride=2, kernel_size=5,
+                                                              use_bn=False, **kw)),
+    'ecb_idt_dm1': (6, lambda act, **kw: ECB(6, 6, 1.0, act, with_idt=True, **kw)),
+    'ecb_idt_dm2': (6, lambda act, **kw: ECB(6, 6, 2.0, act, with_idt=True, **kw)),
+    'ecb_noidt_dm2': (6, lambda act, **kw: ECB(6, 6, 2.0, act, with_idt=False, **kw)),
+    'ecb_diff_dm2': (4, lambda act, **kw: ECB(4, 7, 2.0, act, **kw)),
+    'ecb_idt_nobias': (6, lambda act, **kw: ECB(6, 6, 2.0, act, with_idt=True, bias=False, **kw)),
+    'acb_k3': (5, lambda act, **kw: ACBlock(5, 7, 3, act, **kw)),
+    'acb_k5': (5, lambda act, **kw: ACBlock(5, 5, 5, act, **kw)),
+    'acb_k3_nobn': (5, lambda act, **kw: ACBlock(5, 7, 3, act, use_bn=False, **kw)),
+    'acb_k3_idt': (5, lambda act, **kw: ACBlock(5, 5, 3, act, with_idt=True, **kw)),
+    'acb_k3_idt_nobn_nobias': (5, lambda act, **kw: ACBlock(5, 5, 3, act, with_idt=True, use_bn=False, bias=False,
+                                                            **kw)),
+    'acb_k3_s2': (4, lambda act, **kw: ACBlock(4, 6, 3, act, stride=2, **kw)),
+    'acb_k3_dw_idt': (6, lambda act, **kw: ACBlock(6, 6, 3, act, groups=6, with_idt=True, **kw)),
+    'acb_k5_g2_s2': (4, lambda act, **kw: ACBlock(4, 4, 5, act, groups=2, stride=2, **kw)),
 }
-DEPLOY_KEYS = {CollapsibleBlock: 'conv3x3', RRRB: 'rep_conv', RepVGGBlock: 'rbr_reparam', ECB: 'rbr_reparam'}
+DEPLOY_KEYS = {CollapsibleBlock: 'conv3x3', RRRB: 'rep_conv', RepVGGBlock: 'rbr_reparam', ECB: 'rbr_reparam',
+               ACBlock: 'fused_conv'}
+
+
+def out_size(block, h, w):
+    """ceil(h / stride) x ceil(w / stride): every branch pads by half its (odd) kernel."""
+    sh, sw = block.stride
+    return math.ceil(h / sh), math.ceil(w / sw)
 
 
 def linear_part(block, x):
@@ -68,10 +107,10 @@ def fused_copy(block):
     return fused
 
 
-def check_fused_equals_training(block, x):
+def check_fused_equals_training(block, x, fused=None):
     """Compare a training-form block (eval mode) with its fused copy on ``x``, all pixels."""
     block.eval()
-    fused = fused_copy(block).eval()
+    fused = fused_copy(block).eval() if fused is None else fused
     with torch.no_grad():
         lin, lin_fused = linear_part(block, x), linear_part(fused, x)
         y, y_fused = block(x), fused(x)
@@ -94,11 +133,12 @@ def random_input(batch, channels, h, w, dtype, seed):
 @pytest.mark.parametrize('case', list(CASES))
 def test_fused_equals_training(case, act, dtype):
     in_ch, factory = CASES[case]
-    block = randomize(factory(act), seed=zlib.crc32(f'{case}/{act}'.encode())).to(dtype)
+    block = randomize(factory(act), seed=zlib.crc32(f'{case}/{act}'.encode())).to(dtype).eval()
+    fused = fused_copy(block).eval()
     for i, (h, w) in enumerate(SIZES):
         x = random_input(2, in_ch, h, w, dtype, seed=i)
-        y = check_fused_equals_training(block, x)
-        assert y.shape[-2:] == (h, w)
+        y = check_fused_equals_training(block, x, fused)
+        assert y.shape == (2, block.out_channels, *out_size(block, h, w))
     assert not block.deploy  # the original was not touched by fusing its copy
 
 
@@ -133,7 +173,7 @@ def pad_with(t, value):
 
 
 def test_rrrb_training_form_matches_fmen_formula():
-    """ARCHITECTURES.md A.3: t = W0 x + b0; u = K1 * pad_b0(t) + b1 + t; y = W2 u + b2 + x."""
+    """FMEN (Du et al., CVPRW 2022; NJU-Jet/FMEN): t = W0 x + b0; u = K1 * pad_b0(t) + b1 + t; y = W2 u + b2 + x."""
     block = randomize(RRRB(4, ratio=2), seed=11).double()
     x = random_input(2, 4, 5, 6, torch.float64, seed=1)
     e, f, r = block.expand_conv, block.fea_conv, block.reduce_conv
@@ -145,7 +185,7 @@ def test_rrrb_training_form_matches_fmen_formula():
 
 
 def test_ecb_training_form_matches_ecbsr_formula():
-    """ARCHITECTURES.md A.2: 3x3 + (1x1 -> b0-pad -> 3x3) + 3 x (1x1 -> b0-pad -> scale*mask) [+ x]."""
+    """ECBSR (Zhang et al., ACM MM 2021; xindongzhang/ECBSR): 3x3 + (1x1 -> b0-pad -> 3x3) + 3 x (1x1 -> b0-pad -> scale*mask) [+ x]."""
     masks = {'sbx': [[1, 0, -1], [2, 0, -2], [1, 0, -1]], 'sby': [[1, 2, 1], [0, 0, 0], [-1, -2, -1]],
              'lpl': [[0, 1, 0], [1, -4, 1], [0, 1, 0]]}
     block = randomize(ECB(3, 3, 2.0, 'linear', with_idt=True), seed=12).double()
@@ -164,7 +204,7 @@ def test_ecb_training_form_matches_ecbsr_formula():
 
 
 def test_collapsible_training_form_matches_lrsrn_formula():
-    """ARCHITECTURES.md A.1: conv1(conv0(x)) with no activation between, + x or + conv1_res(x)."""
+    """LRSRN RepBlock (Ganzooo/LRSRN RepConv_block.py): conv1(conv0(x)) with no activation between, + x or + conv1_res(x)."""
     x = random_input(1, 4, 5, 5, torch.float64, seed=3)
     idt = randomize(CollapsibleBlock(4, 4, 9), seed=13).double()
     assert (idt.forward_train(x) - (idt.conv1(idt.conv0(x)) + x)).abs().max() <= TOL64
@@ -177,7 +217,7 @@ def test_collapsible_training_form_matches_lrsrn_formula():
 
 
 def test_repvgg_training_form_matches_eval_bn_formula():
-    """ARCHITECTURES.md A.6: BN(conv3x3 x) + BN(conv1x1 x) + BN(x), BN with running statistics."""
+    """RepVGG (Ding et al., CVPR 2021; DingXiaoH/RepVGG): BN(conv3x3 x) + BN(conv1x1 x) + BN(x), BN with running statistics."""
     block = randomize(RepVGGBlock(4, 4, 'linear'), seed=16).double().eval()
     x = random_input(2, 4, 5, 4, torch.float64, seed=4)
 
@@ -189,6 +229,185 @@ def test_repvgg_training_form_matches_eval_bn_formula():
         + bn(F.conv2d(x, block.rbr_1x1.conv.weight), block.rbr_1x1.bn) + bn(x, block.rbr_identity)
     assert (block.forward_train(x) - ref).abs().max() <= TOL64
     assert RepVGGBlock(4, 6).rbr_identity is None
+
+
+def bn_eval(t, m):
+    """An inference-mode BatchNorm written out (running statistics)."""
+    return (t - m.running_mean.view(1, -1, 1, 1)) / (m.running_var.view(1, -1, 1, 1) + m.eps).sqrt() \
+        * m.weight.view(1, -1, 1, 1) + m.bias.view(1, -1, 1, 1)
+
+
+@pytest.mark.parametrize('stride,groups,cin,cout,k', [(2, 1, 4, 6, 3), (1, 2, 6, 6, 3), (2, 4, 4, 4, 5)])
+def test_repvgg_strided_grouped_training_form_matches_official(stride, groups, cin, cout, k):
+    """Official RepVGG: every branch has the stride and groups; the 1x1 pads 0 (its centre = the kxk's);
+    the identity BN only when in == out and stride 1."""
+    block = randomize(RepVGGBlock(cin, cout, 'linear', stride=stride, groups=groups, kernel_size=k), seed=17)
+    block = block.double().eval()
+    x = random_input(2, cin, 7, 6, torch.float64, seed=5)
+    d, o = block.rbr_dense, block.rbr_1x1
+    assert d.conv.weight.shape == (cout, cin // groups, k, k) and o.conv.weight.shape == (cout, cin // groups, 1, 1)
+    ref = bn_eval(F.conv2d(x, d.conv.weight, stride=stride, padding=k // 2, groups=groups), d.bn) \
+        + bn_eval(F.conv2d(x, o.conv.weight, stride=stride, groups=groups), o.bn)
+    if cin == cout and stride == 1:
+        ref = ref + bn_eval(x, block.rbr_identity)
+    else:
+        assert block.rbr_identity is None
+    assert ref.shape[-2:] == (math.ceil(7 / stride), math.ceil(6 / stride))
+    assert (block.forward_train(x) - ref).abs().max() <= TOL64
+
+
+@pytest.mark.parametrize('use_bn', [True, False], ids=['bn', 'plain'])
+@pytest.mark.parametrize('k,stride,groups,with_idt', [(3, 1, 1, True), (5, 2, 2, False), (3, 1, 4, True)])
+def test_acb_training_form_matches_acnet_formula(k, stride, groups, with_idt, use_bn):
+    """ACNet §3: BN(kxk * x) + BN(kx1 * x) + BN(1xk * x), each padded by half its kernel
+    [+ BN(x)]; with use_bn=False plain convs with bias [+ x]."""
+    block = randomize(ACBlock(4, 4, k, 'linear', stride=stride, groups=groups, use_bn=use_bn, with_idt=with_idt),
+                      seed=18).double().eval()
+    x = random_input(2, 4, 6, 7, torch.float64, seed=6)
+    shapes = {'square': ((k, k), (k // 2, k // 2)), 'ver': ((k, 1), (k // 2, 0)), 'hor': ((1, k), (0, k // 2))}
+    ref = 0
+    for name, (size, padding) in shapes.items():
+        conv = getattr(block, f'{name}_conv')
+        assert conv.weight.shape == (4, 4 // groups, *size)
+        t = F.conv2d(x, conv.weight, conv.bias, stride=stride, padding=padding, groups=groups)
+        ref = ref + (bn_eval(t, getattr(block, f'{name}_bn')) if use_bn else t)
+        assert (conv.bias is None) == use_bn
+    if with_idt:
+        ref = ref + (bn_eval(x, block.idt_bn) if use_bn else x)
+    assert ref.shape[-2:] == (math.ceil(6 / stride), math.ceil(7 / stride))
+    assert (block.forward_train(x) - ref).abs().max() <= TOL64
+
+
+def test_bias_free_training_forms_have_no_bias_anywhere():
+    """bias=False: no conv, seq-conv or edge branch carries a bias; the fused conv has none either."""
+    for block in (RRRB(4, bias=False), ECB(4, 4, 2.0, bias=False, with_idt=True), CollapsibleBlock(4, 6, 8, bias=False),
+                  RepVGGBlock(4, 4, use_bn=False, bias=False), ACBlock(4, 4, use_bn=False, bias=False, with_idt=True)):
+        names = [n for n, _ in block.named_parameters()]
+        assert not any(n.split('.')[-1] in ('bias', 'b0', 'b1') for n in names), (type(block).__name__, names)
+        fused = fused_copy(randomize(block, seed=1))
+        assert getattr(fused, fused.deploy_key).bias is None
+
+
+# ---------------------------------------------------------------- fusion.py against the convs it replaces
+
+def _rand(*shape, seed):
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+
+
+@pytest.mark.parametrize('groups,cin,mid,cout,kernel,stride', [
+    (1, 3, 5, 4, (3, 3), 1), (2, 4, 6, 8, (3, 3), 1), (3, 6, 9, 3, (3, 5), 2), (4, 4, 4, 4, (5, 3), 2),
+    (2, 2, 4, 6, (1, 3), 1)])
+def test_fuse_1x1_kxk_grouped_equals_running_both_convs(groups, cin, mid, cout, kernel, stride):
+    """Grouped 1x1 (input zero-padded: bias padding) -> grouped (strided) kxk == one grouped kxk."""
+    kh, kw = kernel
+    w1, b1 = _rand(mid, cin // groups, 1, 1, seed=1), _rand(mid, seed=2)
+    wk, bk = _rand(cout, mid // groups, kh, kw, seed=3), _rand(cout, seed=4)
+    x = _rand(2, cin, 6, 7, seed=5)
+    t = F.conv2d(F.pad(x, [kw // 2, kw // 2, kh // 2, kh // 2]), w1, b1, groups=groups)
+    ref = F.conv2d(t, wk, bk, stride=stride, groups=groups)
+    w, b = fuse_1x1_kxk(w1, b1, wk, bk, groups=groups)
+    assert w.shape == (cout, cin // groups, kh, kw)
+    out = F.conv2d(x, w, b, stride=stride, padding=(kh // 2, kw // 2), groups=groups)
+    assert ref.shape == out.shape and (ref - out).abs().max() <= TOL64
+    # the grouped result is the block-diagonal part of the dense composition
+    wd, bd = fuse_1x1_kxk(dense_grouped(w1, groups), b1, dense_grouped(wk, groups), bk)
+    assert (dense_grouped(w, groups) - wd).abs().max() <= TOL64 and (b - bd).abs().max() <= TOL64
+
+
+@pytest.mark.parametrize('groups,cin,mid,cout,kernel,stride', [
+    (1, 3, 5, 4, (3, 3), 1), (2, 4, 6, 8, (3, 1), 2), (3, 6, 9, 3, (5, 3), 1), (4, 4, 8, 4, (3, 3), 2)])
+def test_fuse_kxk_1x1_grouped_equals_running_both_convs(groups, cin, mid, cout, kernel, stride):
+    kh, kw = kernel
+    wk, bk = _rand(mid, cin // groups, kh, kw, seed=6), _rand(mid, seed=7)
+    w1, b1 = _rand(cout, mid // groups, 1, 1, seed=8), _rand(cout, seed=9)
+    x = _rand(2, cin, 5, 8, seed=10)
+    pad = (kh // 2, kw // 2)
+    ref = F.conv2d(F.conv2d(x, wk, bk, stride=stride, padding=pad, groups=groups), w1, b1, groups=groups)
+    w, b = fuse_kxk_1x1(wk, bk, w1, b1, groups=groups)
+    out = F.conv2d(x, w, b, stride=stride, padding=pad, groups=groups)
+    assert ref.shape == out.shape and (ref - out).abs().max() <= TOL64
+
+
+def test_fuse_sequential_refuses_mismatched_groups():
+    with pytest.raises(ValueError, match='groups'):
+        fuse_1x1_kxk(_rand(6, 2, 1, 1, seed=0), None, _rand(4, 3, 3, 3, seed=1), None, groups=3)
+    with pytest.raises(ValueError, match='groups'):
+        fuse_kxk_1x1(_rand(6, 2, 3, 3, seed=0), None, _rand(4, 3, 1, 1, seed=1), None, groups=4)
+
+
+@pytest.mark.parametrize('small,big', [((1, 3), (3, 3)), ((3, 1), (3, 3)), ((1, 1), (3, 3)), ((1, 5), (5, 5)),
+                                       ((3, 5), (5, 7)), ((1, 1), (5, 3)), ((3, 3), (3, 3))])
+@pytest.mark.parametrize('stride', [1, 2])
+def test_pad_kernel_non_square_equals_the_small_conv(small, big, stride):
+    """A (kh', kw') conv padded by half its kernel == the centred zero-padded (kh, kw) conv, strided too."""
+    w = _rand(3, 2, *small, seed=11)
+    x = _rand(1, 2, 6, 5, seed=12)
+    ref = F.conv2d(x, w, stride=stride, padding=(small[0] // 2, small[1] // 2))
+    wp = pad_kernel(w, big)
+    assert wp.shape == (3, 2, *big)
+    out = F.conv2d(x, wp, stride=stride, padding=(big[0] // 2, big[1] // 2))
+    assert ref.shape == out.shape and (ref - out).abs().max() <= TOL64
+    if big[0] == big[1]:  # an int size is the square pair
+        assert torch.equal(pad_kernel(w, big[0]), wp)
+
+
+@pytest.mark.parametrize('small,big', [((2, 2), (3, 3)), ((5, 5), (3, 3)), ((1, 2), (3, 3)), ((3, 1), (4, 3))])
+def test_pad_kernel_refuses_kernels_whose_centres_cannot_align(small, big):
+    with pytest.raises(ValueError, match='cannot centre'):
+        pad_kernel(_rand(1, 1, *small, seed=0), big)
+
+
+def test_merge_parallel_of_strided_branches_equals_their_sum():
+    """3x3 (pad 1) + 1x3 (pad (0, 1)) + 3x1 (pad (1, 0)) + 1x1 (pad 0), all stride 2 == one 3x3."""
+    x = _rand(2, 3, 7, 6, seed=13)
+    branches = [(_rand(4, 3, *size, seed=i), _rand(4, seed=10 + i)) for i, size in
+                enumerate([(3, 3), (1, 3), (3, 1), (1, 1)])]
+    ref = sum(F.conv2d(x, w, b, stride=2, padding=(w.shape[2] // 2, w.shape[3] // 2)) for w, b in branches)
+    w, b = merge_parallel(branches, 3)
+    out = F.conv2d(x, w, b, stride=2, padding=1)
+    assert out.shape[-2:] == (4, 3) and (ref - out).abs().max() <= TOL64
+    assert merge_parallel([(branches[0][0], None)], 3)[1] is None
+
+
+@pytest.mark.parametrize('channels,groups,kernel', [(6, 1, (3, 3)), (6, 2, (3, 3)), (6, 3, (5, 3)), (6, 6, (1, 5)),
+                                                    (4, 4, (3, 3)), (1, 1, (1, 1))])
+@pytest.mark.parametrize('dtype', [torch.float64, torch.float32], ids=['f64', 'f32'])
+def test_identity_kernel_is_the_identity_map(channels, groups, kernel, dtype):
+    x = _rand(2, channels, 5, 4, seed=14).to(dtype)
+    w = identity_kernel(channels, kernel, x, groups=groups)
+    assert w.shape == (channels, channels // groups, *kernel) and w.dtype == dtype
+    assert w.sum() == channels  # one tap per output channel
+    y = F.conv2d(x, w, padding=(kernel[0] // 2, kernel[1] // 2), groups=groups)
+    assert torch.equal(y, x)  # exactly: one 1 per output, everything else 0
+
+
+def test_identity_kernel_refuses_even_kernels_and_bad_groups():
+    like = torch.zeros(1)
+    with pytest.raises(ValueError, match='centre'):
+        identity_kernel(4, 2, like)
+    with pytest.raises(ValueError, match='centre'):
+        identity_kernel(4, (3, 4), like)
+    with pytest.raises(ValueError, match='groups'):
+        identity_kernel(6, 3, like, groups=4)
+
+
+@pytest.mark.parametrize('cin,cout,groups', [(4, 6, 2), (6, 6, 3), (5, 5, 5), (3, 6, 3), (4, 4, 1)])
+def test_dense_grouped_equals_the_grouped_conv(cin, cout, groups):
+    w = _rand(cout, cin // groups, 3, 1, seed=15)
+    x = _rand(1, cin, 4, 5, seed=16)
+    ref = F.conv2d(x, w, padding=(1, 0), groups=groups)
+    assert (F.conv2d(x, dense_grouped(w, groups), padding=(1, 0)) - ref).abs().max() <= TOL64
+    if cin == cout == groups:
+        assert torch.equal(dense_depthwise(w), dense_grouped(w, groups))
+
+
+def test_fuse_bn_equals_the_eval_batchnorm():
+    bn = randomize(nn.BatchNorm2d(4), seed=19).double().eval()
+    w, b = _rand(4, 2, 1, 3, seed=20), _rand(4, seed=21)
+    x = _rand(2, 4, 5, 5, seed=22)
+    ref = bn(F.conv2d(x, w, b, padding=(0, 1), groups=2))
+    wf, bf = fuse_bn(w, b, bn)
+    assert (F.conv2d(x, wf, bf, padding=(0, 1), groups=2) - ref).abs().max() <= TOL64
 
 
 # ---------------------------------------------------------------- negative controls
@@ -236,6 +455,157 @@ def test_negative_control_wrong_merge_is_caught():
         check_fused_equals_training(block, random_input(1, 4, 5, 5, torch.float64, seed=6))
 
 
+class MisalignedACBlock(ACBlock):
+    """A deliberately wrong merge: the 1xk kernel is padded into the top row instead of the centre."""
+
+    def fuse(self):
+        w, b = super().fuse()
+        k = self.kernel_size[0]
+        hor_w, hor_b = fuse_bn(self.hor_conv.weight, None, self.hor_bn)
+        wrong = F.pad(hor_w, [0, 0, 0, k - 1])  # rows: 0 above, k - 1 below
+        return w - pad_kernel(hor_w, k) + wrong, b
+
+
+@pytest.mark.parametrize('stride', [1, 2])
+def test_negative_control_misaligned_1xk_is_caught(stride):
+    block = randomize(MisalignedACBlock(4, 4, 3, 'linear', stride=stride), seed=23).double().eval()
+    x = random_input(2, 4, 7, 9, torch.float64, seed=7)
+    fused = fused_copy(block)
+    with torch.no_grad():
+        diff = (block(x) - fused(x)).abs()
+    assert diff.max() > 1e-2 * block(x).abs().max()  # off by a whole kernel row, not by rounding
+    with pytest.raises(AssertionError):
+        check_fused_equals_training(block, x)
+    with pytest.raises(AssertionError):
+        check_fused_equals_training(block.float(), x.float())
+
+
+def wrong_group_identity(channels, kernel_size, like, groups):
+    """A deliberately wrong grouped identity: the 1 sits at the group index, not at i mod (C / groups)."""
+    per_group = channels // groups
+    w = like.new_zeros(channels, per_group, kernel_size, kernel_size)
+    idx = torch.arange(channels)
+    w[idx, (idx // per_group) % per_group, kernel_size // 2, kernel_size // 2] = 1
+    return w
+
+
+class WrongGroupIdentityRepVGG(RepVGGBlock):
+    def fuse(self):
+        w, b = super().fuse()
+        right = fuse_bn(identity_kernel(self.in_channels, 3, w, self.groups), None, self.rbr_identity)
+        wrong = fuse_bn(wrong_group_identity(self.in_channels, 3, w, self.groups), None, self.rbr_identity)
+        return w - right[0] + wrong[0], b
+
+
+def test_negative_control_wrong_group_index_in_identity_is_caught():
+    x = random_input(2, 6, 5, 6, torch.float64, seed=8)
+    assert not torch.equal(F.conv2d(x, wrong_group_identity(6, 3, x, 2), padding=1, groups=2), x)
+    block = randomize(WrongGroupIdentityRepVGG(6, 6, 'linear', groups=2), seed=24).double().eval()
+    with pytest.raises(AssertionError):
+        check_fused_equals_training(block, x)
+    with pytest.raises(AssertionError):
+        check_fused_equals_training(block.float(), x.float())
+    # the same block with the right identity passes
+    check_fused_equals_training(randomize(RepVGGBlock(6, 6, 'linear', groups=2), seed=24).double(), x)
+
+
+def test_negative_control_strided_output_size_is_checked():
+    """A 1x1 branch padded like the 3x3 (a common porting slip) breaks the strided alignment."""
+    w3, w1 = _rand(4, 4, 3, 3, seed=25), _rand(4, 4, 1, 1, seed=26)
+    x = _rand(1, 4, 7, 7, seed=27)
+    good = F.conv2d(x, w3, stride=2, padding=1) + F.conv2d(x, w1, stride=2)
+    slipped = F.conv2d(x, w1, stride=2, padding=1)  # centred on input 2i - 1, output one larger
+    assert slipped.shape[-2:] != good.shape[-2:]
+    merged = F.conv2d(x, merge_parallel([(w3, None), (w1, None)], 3)[0], stride=2, padding=1)
+    assert (merged - good).abs().max() <= TOL64
+
+
+def test_bias_free_block_fusing_to_a_bias_raises():
+    class Leaky(RepVGGBlock):
+        def fuse(self):
+            w, b = super().fuse()
+            return w, torch.ones(self.out_channels, dtype=w.dtype)
+
+    block = randomize(Leaky(4, 4, use_bn=False, bias=False), seed=0)
+    with pytest.raises(RuntimeError, match='bias=False'):
+        reparameterize(block)
+    assert not block.deploy
+
+
+def test_fuse_returning_a_wrong_shape_raises():
+    class Wrong(RepVGGBlock):
+        def fuse(self):
+            w, b = super().fuse()
+            return w[:, :1], b  # would broadcast silently into the deploy weight
+
+    with pytest.raises(RuntimeError, match='kernel'):
+        reparameterize(randomize(Wrong(4, 4), seed=0))
+
+
+# ---------------------------------------------------------------- arguments a block cannot honour
+
+REFUSALS = {
+    'collapsible_idt_in_ne_out': (lambda: CollapsibleBlock(3, 8, with_idt=True), 'with_idt'),
+    'collapsible_idt_deploy': (lambda: CollapsibleBlock(3, 8, 16, with_idt=True, deploy=True), 'with_idt'),
+    'collapsible_idt_not_bool': (lambda: CollapsibleBlock(4, 4, 16, with_idt='yes'), 'with_idt'),
+    'collapsible_in0': (lambda: CollapsibleBlock(0, 4), 'in_channels'),
+    'collapsible_out_neg': (lambda: CollapsibleBlock(4, -1), 'out_channels'),
+    'collapsible_feat0': (lambda: CollapsibleBlock(4, 4, 0), 'feature_size'),
+    'collapsible_feat_float': (lambda: CollapsibleBlock(4, 4, 2.5), 'feature_size'),
+    'collapsible_k2': (lambda: CollapsibleBlock(4, 4, 8, kernel_size=2), 'kernel_size'),
+    'collapsible_act': (lambda: CollapsibleBlock(4, 4, 8, 'swish'), 'act_type'),
+    'rrrb_ch0': (lambda: RRRB(0), 'channels'),
+    'rrrb_ratio0': (lambda: RRRB(4, ratio=0), 'ratio'),
+    'rrrb_ratio_neg': (lambda: RRRB(4, ratio=-2), 'ratio'),
+    'rrrb_ratio_tiny': (lambda: RRRB(4, ratio=0.1), 'ratio'),
+    'ecb_idt_in_ne_out': (lambda: ECB(4, 7, with_idt=True), 'with_idt'),
+    'ecb_dm0': (lambda: ECB(4, 4, 0), 'depth_multiplier'),
+    'ecb_dm_tiny': (lambda: ECB(4, 4, 0.1), 'depth_multiplier'),
+    'repvgg_idt_in_ne_out': (lambda: RepVGGBlock(4, 6, with_idt=True), 'with_idt'),
+    'repvgg_idt_stride': (lambda: RepVGGBlock(4, 4, stride=2, with_idt=True), 'with_idt'),
+    'repvgg_nobias_bn': (lambda: RepVGGBlock(4, 4, bias=False), 'bias'),
+    'repvgg_groups_divide': (lambda: RepVGGBlock(4, 6, groups=4), 'groups'),
+    'repvgg_groups0': (lambda: RepVGGBlock(4, 4, groups=0), 'groups'),
+    'repvgg_stride0': (lambda: RepVGGBlock(4, 4, stride=0), 'stride'),
+    'repvgg_stride_gt_kernel': (lambda: RepVGGBlock(4, 4, stride=4), 'stride'),
+    'repvgg_stride_float': (lambda: RepVGGBlock(4, 4, stride=1.5), 'stride'),
+    'repvgg_k4': (lambda: RepVGGBlock(4, 4, kernel_size=4), 'kernel_size'),
+    'repvgg_use_bn_str': (lambda: RepVGGBlock(4, 4, use_bn='no'), 'use_bn'),
+    'acb_idt_in_ne_out': (lambda: ACBlock(4, 6, with_idt=True), 'with_idt'),
+    'acb_idt_stride': (lambda: ACBlock(4, 4, stride=2, with_idt=True), 'with_idt'),
+    'acb_nobias_bn': (lambda: ACBlock(4, 4, bias=False), 'bias'),
+    'acb_k1': (lambda: ACBlock(4, 4, 1), 'kernel_size'),
+    'acb_k2': (lambda: ACBlock(4, 4, 2), 'kernel_size'),
+    'acb_k_nonsquare': (lambda: ACBlock(4, 4, (3, 5)), 'kernel_size'),
+    'acb_k_triple': (lambda: ACBlock(4, 4, (3, 3, 3)), 'kernel_size'),
+    'acb_groups': (lambda: ACBlock(6, 4, groups=3), 'groups'),
+    'acb_stride_gt_kernel': (lambda: ACBlock(4, 4, 3, stride=5), 'stride'),
+}
+
+
+@pytest.mark.parametrize('case', list(REFUSALS))
+def test_impossible_arguments_are_refused_in_one_line(case):
+    make, arg = REFUSALS[case]
+    with pytest.raises(ValueError) as info:
+        make()
+    message = str(info.value)
+    assert '\n' not in message and arg in message, message
+    if arg != 'act_type':  # make_activation's message names the argument, not the block
+        assert message.split(':')[0] in ('CollapsibleBlock', 'RRRB', 'ECB', 'RepVGGBlock', 'ACBlock'), message
+    if case.endswith('nobias_bn'):
+        assert 'use_bn=False' in message
+
+
+def test_with_idt_defaults():
+    """None: the identity exactly when possible (LRSRN, RepVGG official); ECB and ACBlock default to none."""
+    assert CollapsibleBlock(4, 4, 8).with_idt and not CollapsibleBlock(4, 6, 8).with_idt
+    assert not CollapsibleBlock(4, 4, 8, with_idt=False).with_idt
+    assert RepVGGBlock(4, 4).rbr_identity is not None and RepVGGBlock(4, 4, stride=2).rbr_identity is None
+    assert RepVGGBlock(4, 4, with_idt=False).rbr_identity is None
+    assert not ECB(4, 4).with_idt and not ACBlock(4, 4).with_idt and ACBlock(4, 4, with_idt=None).with_idt
+    assert not ACBlock(4, 4, stride=2, with_idt=None).with_idt
+
+
 # ---------------------------------------------------------------- the deploy switch
 
 @pytest.mark.parametrize('case', list(CASES))
@@ -259,31 +629,95 @@ def test_reparameterize_is_idempotent(case):
     assert torch.equal(model(x), y)
 
 
+class AuxHeadNet(nn.Module):
+    """A network with its own transform: drops a training-only auxiliary head, then lets the
+    default walk fuse its blocks."""
+
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Sequential(RepVGGBlock(4, 4, 'relu'), nn.Sequential(ACBlock(4, 4, 3, 'prelu')), RRRB(4))
+        self.aux_head = nn.Conv2d(4, 3, 1)  # training-only (e.g. a distillation head)
+        self.calls = 0
+
+    def forward(self, x):
+        return self.body(x)
+
+    def reparameterize(self):
+        self.calls += 1
+        if hasattr(self, 'aux_head'):
+            del self.aux_head
+        reparameterize_children(self)
+        return self
+
+
+class OpaqueNet(nn.Module):
+    """Defines reparameterize() but leaves its children alone: the walk must not descend into it."""
+
+    def __init__(self):
+        super().__init__()
+        self.block = RepVGGBlock(4, 4)
+        self.done = False
+
+    def forward(self, x):
+        return self.block(x)
+
+    def reparameterize(self):
+        self.done = True
+
+
+def test_reparameterize_honours_a_module_own_method():
+    model = nn.Sequential(randomize(AuxHeadNet(), seed=5), OpaqueNet(), ECB(4, 4)).double().eval()
+    randomize(model[2], seed=6)
+    x = random_input(2, 4, 5, 6, torch.float64, seed=3)
+    with torch.no_grad():
+        before = model(x)
+    assert rtsr_arch.reparameterize(model) is model
+    net = model[0]
+    assert net.calls == 1 and not hasattr(net, 'aux_head')
+    assert all(isinstance(m, ReparamBlock) and m.deploy for m in (net.body[0], net.body[1][0], net.body[2]))
+    assert model[1].done and not model[1].block.deploy  # not descended into
+    assert model[2].deploy  # plain children are descended into
+    assert not any(k.startswith('0.aux_head') for k in model.state_dict())
+    with torch.no_grad():
+        after = model(x)
+    assert_fused_close(before, after)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    assert rtsr_arch.reparameterize(model) is model  # idempotent
+    assert net.calls == 2 and all(torch.equal(state[k], v) for k, v in model.state_dict().items())
+    # the root itself is honoured too
+    root = AuxHeadNet()
+    assert reparameterize(root) is root and root.calls == 1 and root.body[0].deploy
+
+
+def test_reparameterize_children_skips_the_module_itself():
+    block = RepVGGBlock(4, 4)
+    holder = nn.Sequential(block)
+    assert reparameterize_children(block) is block and not block.deploy  # only its children (branches)
+    assert reparameterize_children(holder) is holder and block.deploy
+    assert rtsr_arch.reparameterize is reparameterize
+
+
 @pytest.mark.parametrize('act', ['linear', 'prelu'])
 @pytest.mark.parametrize('case', list(CASES))
 def test_deploy_construction_matches_reparameterized_layout(case, act):
     in_ch, factory = CASES[case]
     train = randomize(factory(act), seed=2).double().eval()
     fused = fused_copy(train)
-    kwargs = {'deploy': True}
+    built = factory(act, deploy=True).double().eval()
     cls = type(train)
-    if cls is CollapsibleBlock:
-        built = cls(train.in_channels, train.out_channels, 12, act, with_idt=train.with_idt, **kwargs)
-    elif cls is RRRB:
-        built = cls(train.in_channels, act_type=act, **kwargs)
-    elif cls is RepVGGBlock:
-        built = cls(train.in_channels, train.out_channels, act, **kwargs)
-    else:
-        built = cls(train.in_channels, train.out_channels, 2.0, act, with_idt=train.with_idt, **kwargs)
-    built = built.double().eval()
     sd_fused, sd_built = fused.state_dict(), built.state_dict()
     assert list(sd_fused) == list(sd_built)
     assert all(sd_fused[k].shape == sd_built[k].shape for k in sd_fused)
     # the official deploy layout: one conv under the paper's key (+ the PReLU slopes)
     key = DEPLOY_KEYS[cls]
-    expected = {f'{key}.weight', f'{key}.bias'} | ({'act.weight'} if act == 'prelu' else set())
+    expected = {f'{key}.weight'} | ({f'{key}.bias'} if train.use_bias else set()) \
+        | ({'act.weight'} if act == 'prelu' else set())
     assert set(sd_built) == expected
-    assert sd_built[f'{key}.weight'].shape == (train.out_channels, train.in_channels, 3, 3)
+    conv = getattr(built, key)
+    assert sd_built[f'{key}.weight'].shape == (train.out_channels, train.in_channels // train.groups,
+                                               *train.kernel_size)
+    kh, kw = train.kernel_size
+    assert (conv.stride, conv.padding, conv.groups) == (train.stride, (kh // 2, kw // 2), train.groups)
     built.load_state_dict(sd_fused, strict=True)
     x = random_input(2, in_ch, 4, 5, torch.float64, seed=1)
     with torch.no_grad():
@@ -297,6 +731,7 @@ def test_deploy_keys_are_the_official_ones():
     assert RRRB.deploy_key == 'rep_conv'
     assert RepVGGBlock.deploy_key == 'rbr_reparam'
     assert ECB.deploy_key == 'rbr_reparam'
+    assert ACBlock.deploy_key == 'fused_conv'
     for cls in DEPLOY_KEYS:
         assert issubclass(cls, ReparamBlock)
 
@@ -306,6 +741,20 @@ def test_training_layout_uses_official_names():
     assert {k.split('.')[0] for k in ECB(4, 4, 2.0).state_dict()} == {
         'conv3x3', 'conv1x1_3x3', 'conv1x1_sbx', 'conv1x1_sby', 'conv1x1_lpl', 'act'}
     assert {k.split('.')[0] for k in RepVGGBlock(4, 4).state_dict()} == {'rbr_dense', 'rbr_1x1', 'rbr_identity'}
+    assert set(RepVGGBlock(4, 4, use_bn=False, bias=False).state_dict()) == {'rbr_dense.conv.weight',
+                                                                             'rbr_1x1.conv.weight'}
+    assert {k.split('.')[0] for k in ACBlock(4, 4).state_dict()} == {
+        'square_conv', 'square_bn', 'ver_conv', 'ver_bn', 'hor_conv', 'hor_bn'}
+    acb = ACBlock(4, 6, 5)
+    assert acb.square_conv.weight.shape == (6, 4, 5, 5) and acb.square_conv.bias is None
+    assert acb.ver_conv.weight.shape == (6, 4, 5, 1) and acb.hor_conv.weight.shape == (6, 4, 1, 5)
+    assert {k.split('.')[0] for k in ACBlock(4, 4, with_idt=True).state_dict()} >= {'idt_bn'}
+    assert set(ACBlock(4, 4, use_bn=False, bias=False).state_dict()) == {
+        'square_conv.weight', 'ver_conv.weight', 'hor_conv.weight'}
+    assert set(ECB(4, 4, 2.0, 'linear', bias=False).state_dict()) == {
+        'conv3x3.weight', 'conv1x1_3x3.k0', 'conv1x1_3x3.k1'} | {
+        f'conv1x1_{e}.{k}' for e in ('sbx', 'sby', 'lpl') for k in ('k0', 'scale', 'mask')}
+    assert set(RRRB(4, bias=False).state_dict()) == {'expand_conv.weight', 'fea_conv.weight', 'reduce_conv.weight'}
     assert set(CollapsibleBlock(3, 8, 16).state_dict()) == {
         'conv0.weight', 'conv0.bias', 'conv1.weight', 'conv1.bias', 'conv1_res.weight', 'conv1_res.bias'}
 
@@ -315,11 +764,11 @@ def test_gradients_flow_through_training_form(case):
     in_ch, factory = CASES[case]
     block = randomize(factory('prelu'), seed=3).double().train()
     x = random_input(2, in_ch, 5, 6, torch.float64, seed=2).requires_grad_(True)
-    weight = random_input(*block(x).shape[:2], 5, 6, torch.float64, seed=9)
+    weight = random_input(*block(x).shape, torch.float64, seed=9)
     (block(x) * weight).sum().backward()
     assert x.grad is not None and x.grad.abs().max() > 0
     named = list(block.named_parameters())
-    assert len(named) >= 4
+    assert len(named) >= (4 if block.use_bias else 3)
     for name, p in named:
         assert p.grad is not None, f'{name} gets no gradient'
         assert torch.isfinite(p.grad).all() and p.grad.abs().max() > 0, f'{name} has a zero gradient'
@@ -327,7 +776,8 @@ def test_gradients_flow_through_training_form(case):
 
 @pytest.mark.parametrize('dtype', [torch.float32, torch.float64, torch.float16, torch.bfloat16],
                          ids=['f32', 'f64', 'f16', 'bf16'])
-@pytest.mark.parametrize('case', ['collapsible_res', 'rrrb_2', 'repvgg_same', 'ecb_idt_dm2'])
+@pytest.mark.parametrize('case', ['collapsible_res', 'rrrb_2', 'repvgg_same', 'ecb_idt_dm2', 'acb_k5_g2_s2',
+                                  'ecb_idt_nobias'])
 def test_fused_block_keeps_dtype_and_device(case, dtype):
     in_ch, factory = CASES[case]
     devices = ['cpu'] + (['cuda'] if torch.cuda.is_available() else [])
@@ -337,14 +787,14 @@ def test_fused_block_keeps_dtype_and_device(case, dtype):
         rtsr_arch.reparameterize(block)
         conv = getattr(block, block.deploy_key)
         tensors = list(block.parameters()) + list(block.buffers())
-        assert len(tensors) == 3  # weight, bias, PReLU slopes
+        assert len(tensors) == (3 if block.use_bias else 2)  # weight, bias, PReLU slopes
         for t in tensors:
             assert t.dtype == dtype and t.device.type == device
         assert conv.weight.requires_grad and block.training is False
         # the merge runs in float64 and is rounded once to the block's dtype
         fused64 = getattr(fused_copy(reference), block.deploy_key)
         assert torch.equal(conv.weight, fused64.weight.to(dtype))
-        assert torch.equal(conv.bias, fused64.bias.to(dtype))
+        assert conv.bias is None if not block.use_bias else torch.equal(conv.bias, fused64.bias.to(dtype))
         if dtype in (torch.float32, torch.float64):
             x = random_input(1, in_ch, 4, 5, dtype, seed=3).to(device)
             # no TF32 on GPUs: it rounds float32 convs to 10-bit mantissas
@@ -367,10 +817,19 @@ def run_property(block, batch, in_ch, hw, dtype, seed):
 
 @PROPERTY
 @given(cin=st.integers(1, 12), cout=st.integers(1, 12), feat=st.integers(1, 24), hw=HW, batch=st.integers(1, 2),
-       with_idt=st.booleans(), res_conv=st.booleans(), act=st.sampled_from(['linear', 'prelu', 'gelu']),
-       dtype=DTYPES, seed=st.integers(0, 2**16))
-def test_property_collapsible(cin, cout, feat, hw, batch, with_idt, res_conv, act, dtype, seed):
-    run_property(CollapsibleBlock(cin, cout, feat, act, with_idt, res_conv), batch, cin, hw, dtype, seed)
+       with_idt=st.sampled_from([None, True, False]), res_conv=st.booleans(), kernel=st.sampled_from([1, 3, 5]),
+       act=st.sampled_from(['linear', 'prelu', 'gelu']), dtype=DTYPES, seed=st.integers(0, 2**16))
+def test_property_collapsible(cin, cout, feat, hw, batch, with_idt, res_conv, kernel, act, dtype, seed):
+    def make():
+        return CollapsibleBlock(cin, cout, feat, act, with_idt, res_conv, kernel_size=kernel)
+
+    if with_idt and cin != cout:  # refused, not silently dropped
+        with pytest.raises(ValueError, match='with_idt'):
+            make()
+        return
+    block = make()
+    assert block.with_idt == (cin == cout if with_idt is None else with_idt)
+    run_property(block, batch, cin, hw, dtype, seed)
 
 
 @PROPERTY
@@ -392,7 +851,73 @@ def test_property_repvgg(cin, same, cout, hw, batch, act, dtype, seed):
        with_idt=st.booleans(), hw=HW, batch=st.integers(1, 2), act=st.sampled_from(['prelu', 'linear', 'rrelu']),
        dtype=DTYPES, seed=st.integers(0, 2**16))
 def test_property_ecb(cin, same, cout, dm, with_idt, hw, batch, act, dtype, seed):
-    run_property(ECB(cin, cin if same else cout, dm, act, with_idt), batch, cin, hw, dtype, seed)
+    cout = cin if same else cout
+    if with_idt and cin != cout:
+        with pytest.raises(ValueError, match='with_idt'):
+            ECB(cin, cout, dm, act, with_idt)
+        return
+    run_property(ECB(cin, cout, dm, act, with_idt), batch, cin, hw, dtype, seed)
+
+
+PROPERTY_NEW = settings(max_examples=15, deadline=None, database=None, derandomize=True)
+
+
+@PROPERTY_NEW
+@given(groups=st.integers(1, 3), cin_g=st.integers(1, 3), cout_g=st.integers(1, 3), k=st.sampled_from([3, 5]),
+       stride=st.sampled_from([1, 2]), use_bn=st.booleans(), bias=st.booleans(),
+       with_idt=st.sampled_from([None, False, True]), hw=HW, batch=st.integers(1, 2),
+       act=st.sampled_from(['linear', 'prelu']), dtype=DTYPES, seed=st.integers(0, 2**16))
+def test_property_acb(groups, cin_g, cout_g, k, stride, use_bn, bias, with_idt, hw, batch, act, dtype, seed):
+    cin, cout = groups * cin_g, groups * cout_g
+    kwargs = dict(stride=stride, groups=groups, use_bn=use_bn, bias=bias, with_idt=with_idt)
+    if (use_bn and not bias) or (with_idt and (cin != cout or stride != 1)):
+        with pytest.raises(ValueError):
+            ACBlock(cin, cout, k, act, **kwargs)
+        return
+    block = ACBlock(cin, cout, k, act, **kwargs)
+    run_property(block, batch, cin, hw, dtype, seed)
+    assert block(random_input(batch, cin, *hw, dtype, seed)).shape[-2:] == out_size(block, *hw)
+
+
+@PROPERTY_NEW
+@given(groups=st.integers(1, 3), cin_g=st.integers(1, 3), cout_g=st.integers(1, 3), k=st.sampled_from([1, 3, 5]),
+       stride=st.sampled_from([1, 2]), use_bn=st.booleans(), hw=HW, batch=st.integers(1, 2),
+       act=st.sampled_from(['relu', 'linear']), dtype=DTYPES, seed=st.integers(0, 2**16))
+def test_property_repvgg_grouped_strided(groups, cin_g, cout_g, k, stride, use_bn, hw, batch, act, dtype, seed):
+    cin, cout = groups * cin_g, groups * cout_g
+    if stride > k:
+        with pytest.raises(ValueError, match='stride'):
+            RepVGGBlock(cin, cout, act, kernel_size=k, stride=stride, groups=groups)
+        return
+    block = RepVGGBlock(cin, cout, act, kernel_size=k, stride=stride, groups=groups, use_bn=use_bn, bias=use_bn or
+                        bool(seed % 2))
+    assert (block.rbr_identity is not None) == (cin == cout and stride == 1)
+    run_property(block, batch, cin, hw, dtype, seed)
+
+
+@settings(max_examples=40, deadline=None, database=None, derandomize=True)
+@given(groups=st.integers(1, 3), cin_g=st.integers(1, 3), mid_g=st.integers(1, 3), cout_g=st.integers(1, 3),
+       kh=st.sampled_from([1, 3, 5]), kw=st.sampled_from([1, 3, 5]), stride=st.sampled_from([1, 2]),
+       first=st.sampled_from(['1x1', 'kxk']), hw=HW, seed=st.integers(0, 2**16))
+def test_property_fusion_grouped_sequential(groups, cin_g, mid_g, cout_g, kh, kw, stride, first, hw, seed):
+    """fuse_1x1_kxk / fuse_kxk_1x1 with groups, non-square kernels and stride == running both convs."""
+    cin, mid, cout = groups * cin_g, groups * mid_g, groups * cout_g
+    x = _rand(1, cin, *hw, seed=seed)
+    pad = (kh // 2, kw // 2)
+    if first == '1x1':
+        w1, b1 = _rand(mid, cin_g, 1, 1, seed=seed + 1), _rand(mid, seed=seed + 2)
+        wk, bk = _rand(cout, mid_g, kh, kw, seed=seed + 3), _rand(cout, seed=seed + 4)
+        t = F.conv2d(F.pad(x, [pad[1], pad[1], pad[0], pad[0]]), w1, b1, groups=groups)
+        ref = F.conv2d(t, wk, bk, stride=stride, groups=groups)
+        w, b = fuse_1x1_kxk(w1, b1, wk, bk, groups=groups)
+    else:
+        wk, bk = _rand(mid, cin_g, kh, kw, seed=seed + 1), _rand(mid, seed=seed + 2)
+        w1, b1 = _rand(cout, mid_g, 1, 1, seed=seed + 3), _rand(cout, seed=seed + 4)
+        ref = F.conv2d(F.conv2d(x, wk, bk, stride=stride, padding=pad, groups=groups), w1, b1, groups=groups)
+        w, b = fuse_kxk_1x1(wk, bk, w1, b1, groups=groups)
+    out = F.conv2d(x, w, b, stride=stride, padding=pad, groups=groups)
+    assert out.shape == ref.shape == (1, cout, math.ceil(hw[0] / stride), math.ceil(hw[1] / stride))
+    assert (out - ref).abs().max() <= TOL64 * max(1.0, ref.abs().max().item())
 
 
 # ---------------------------------------------------------------- the shared helpers themselves

@@ -1,4 +1,9 @@
-"""rtsr-train / rtsr-test through BasicSR's own pipelines, and tools/reparam_ckpt.py round trips."""
+"""rtsr-train / rtsr-test through BasicSR's own pipelines, rtsr-reparam (tools/reparam_ckpt.py) round
+trips, and the console scripts: every one installed, each tools/ script a thin wrapper of its command."""
+import importlib
+import importlib.metadata
+import importlib.util
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -13,9 +18,11 @@ from skimage import data as skdata
 import rtsr_arch
 from rtsr_arch.cli import test as cli_test
 from rtsr_arch.cli import train as cli_train
+from rtsr_arch.commands import reparam
 from rtsr_arch.data.degradations import ntire23_lr
+from rtsr_arch.loader import load_model, save_checkpoint
 from rtsr_arch.utils.options import build_network
-from conftest import ROOT, load_module
+from helpers import ROOT, load_module, photo, randomize
 
 REPARAM = ROOT / 'tools' / 'reparam_ckpt.py'
 NETWORK = {'type': 'LRSRN', 'num_feat': 8, 'num_block': 2, 'feature_size': 16, 'upscale': 2}
@@ -83,7 +90,8 @@ def test_reparam_tool_round_trip_and_test_pipeline(trained):
     root, opt_path, _ = trained
     ckpt = root / 'experiments' / 'tiny_LRSRN_x2' / 'models' / 'net_g_latest.pth'
     out = root / 'deploy' / 'tiny_deploy.pth'
-    proc = subprocess.run([sys.executable, str(REPARAM), '--ckpt', str(ckpt), '--opt', str(opt_path), '--out', str(out)],
+    proc = subprocess.run([sys.executable, str(REPARAM), '--ckpt', str(ckpt), '--opt', str(opt_path),
+                           '--out', str(out)],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.count(': ok') == 2  # params and params_ema
@@ -92,6 +100,8 @@ def test_reparam_tool_round_trip_and_test_pipeline(trained):
     assert deploy_opt['network_g'] == {**NETWORK, 'deploy': True}
     assert Path(deploy_opt['path']['pretrain_network_g']) == out.resolve()
     train_ckpt, deploy_ckpt = torch.load(ckpt, map_location='cpu'), torch.load(out, map_location='cpu')
+    assert set(deploy_ckpt) == {'params', 'params_ema', 'network_g'}
+    assert deploy_ckpt['network_g'] == deploy_opt['network_g']
     x = torch.from_numpy(np.ascontiguousarray(skdata.astronaut()[100:164, 100:164])).permute(2, 0, 1)[None] / 255.0
     for key in ('params', 'params_ema'):
         net = build_network(NETWORK).eval()
@@ -120,7 +130,6 @@ def test_reparam_tool_round_trip_and_test_pipeline(trained):
 
 
 def test_reparam_tool_errors_are_one_line(tmp_path, capsys):
-    reparam = load_module(REPARAM)
     net = build_network(NETWORK)
     opt = tmp_path / 'opt.yml'
     opt.write_text(yaml.safe_dump({'network_g': NETWORK}))
@@ -143,9 +152,97 @@ def test_reparam_tool_errors_are_one_line(tmp_path, capsys):
         err = capsys.readouterr().err
         assert code == 2, (expected, err)
         lines = err.strip().splitlines()
-        assert len(lines) == 1 and expected in lines[0], lines
+        assert len(lines) == 1 and lines[0].startswith('rtsr-reparam: error: ') and expected in lines[0], lines
         assert Path(ckpt).name in lines[0] or Path(yml).name in lines[0], lines
         assert not (tmp_path / 'out.pth').exists()
+
+
+@pytest.fixture
+def embedded(tmp_path):
+    """A checkpoint of this package (options embedded, no .yml) with different params / params_ema."""
+    nets = {key: randomize(build_network(NETWORK), seed=seed, fan_in=True).eval()
+            for seed, key in enumerate(('params', 'params_ema'))}
+    path = tmp_path / 'net_g_latest.pth'
+    save_checkpoint(path, nets['params'].state_dict(), NETWORK, {'params_ema': nets['params_ema'].state_dict()})
+    return path, nets
+
+
+def test_reparam_embedded_options_to_safetensors(embedded, capsys):
+    """No --opt: the options come from the checkpoint; .safetensors holds the EMA set, and
+    load_model on it computes what the training-form EMA network computes."""
+    path, nets = embedded
+    out = path.with_name('deploy.safetensors')
+    assert reparam.main(['--ckpt', str(path), '--out', str(out)]) == 0
+    stdout = capsys.readouterr().out
+    assert 'network_g: options embedded in the checkpoint' in stdout and stdout.count(': ok') == 2
+    assert 'note: a safetensors file holds one weight set: writing params_ema (not params)' in stdout
+    opt = yaml.safe_load(out.with_suffix('.yml').read_text())
+    assert opt['network_g'] == {**NETWORK, 'deploy': True} and opt['path']['param_key_g'] == 'params'
+    deployed = load_model(out, deploy=None)
+    assert deployed.network_opt['deploy'] is True
+    x = photo('coffee', 40, 48)
+    with torch.no_grad():
+        y, yd = nets['params_ema'](x), deployed(x)
+    assert (y - yd).abs().max() <= 1e-5 * y.abs().max()
+
+
+def test_reparam_never_writes_over_its_inputs_or_existing_files(embedded, capsys):
+    path, _ = embedded
+    opt = path.with_name('opt.yml')
+    opt.write_text(yaml.safe_dump({'network_g': NETWORK}))
+    originals = {p: p.read_bytes() for p in (path, opt)}
+    cases = [(['--out', str(path), '--overwrite'], 'is the --ckpt file; refusing to write over it'),
+             (['--opt', str(opt), '--out', str(opt.with_suffix('.pth')), '--overwrite'], 'is the --opt file')]
+    for args, expected in cases:
+        assert reparam.main(['--ckpt', str(path), *args]) == 2
+        lines = capsys.readouterr().err.splitlines()
+        assert len(lines) == 1 and expected in lines[0], lines
+    assert {p: p.read_bytes() for p in originals} == originals
+
+    default = path.with_name('net_g_latest_deploy.pth')  # <ckpt>_deploy.pth
+    assert reparam.main(['--ckpt', str(path)]) == 0 and default.is_file() and default.with_suffix('.yml').is_file()
+    written = default.read_bytes()
+    assert reparam.main(['--ckpt', str(path)]) == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1 and 'net_g_latest_deploy.pth: already exists; pass --overwrite' in lines[0], lines
+    assert default.read_bytes() == written
+    default.with_suffix('.yml').write_text('stale: true\n')
+    assert reparam.main(['--ckpt', str(path), '--overwrite']) == 0
+    assert yaml.safe_load(default.with_suffix('.yml').read_text())['network_g']['deploy'] is True
+
+
+COMMANDS = {'convert': 'convert_official', 'reparam': 'reparam_ckpt', 'runtime': 'runtime_4k',
+            'degrade': 'degrade_dataset', 'lmdb': 'prepare_lmdb', 'upscale': None, 'export': None}
+
+
+def test_every_console_script_is_installed():
+    scripts = {ep.name: ep.value for ep in importlib.metadata.entry_points(group='console_scripts')
+               if ep.name.startswith('rtsr-')}
+    assert scripts == {'rtsr-train': 'rtsr_arch.cli:train', 'rtsr-test': 'rtsr_arch.cli:test',
+                       **{f'rtsr-{name}': f'rtsr_arch.commands.{name}:main' for name in COMMANDS}}
+    bindir = str(Path(sys.executable).parent)
+    missing = [name for name in scripts if shutil.which(name, path=bindir) is None]
+    assert not missing, f'not installed in {bindir} (run pip install -e .): {missing}'
+
+
+@pytest.mark.parametrize('name', COMMANDS)
+def test_console_script_help(name, capsys):
+    """``rtsr-<name> --help``: the entry point function prints its usage and exits 0 (in this
+    process; the programs themselves run as subprocesses in the convert, reparam and degrade tests)."""
+    module = f'rtsr_arch.commands.{name}'
+    if importlib.util.find_spec(module) is None:
+        pytest.skip(f'{module} is not written yet')
+    entry = next(ep for ep in importlib.metadata.entry_points(group='console_scripts') if ep.name == f'rtsr-{name}')
+    with pytest.raises(SystemExit) as exc:
+        entry.load()(['--help'])
+    assert exc.value.code == 0
+    assert capsys.readouterr().out.startswith(f'usage: rtsr-{name} ')
+
+
+@pytest.mark.parametrize('name, tool', [(k, v) for k, v in COMMANDS.items() if v])
+def test_tools_scripts_are_thin_wrappers(name, tool):
+    module = importlib.import_module(f'rtsr_arch.commands.{name}')
+    assert load_module(ROOT / 'tools' / f'{tool}.py').main is module.main
 
 
 def _write_opt(tmp_path, **changes):

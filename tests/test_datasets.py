@@ -18,7 +18,7 @@ from rtsr_arch.data.degradations import Degradation, crop_to_multiple
 from rtsr_arch.data.image_io import DatasetError, WorkerRNG
 from rtsr_arch.data.multi_lr_paired_dataset import MultiLRPairedDataset
 from rtsr_arch.data.online_degradation_dataset import HROnlineDegradationDataset
-from conftest import ROOT, load_module
+from helpers import ROOT, load_module
 
 prepare_lmdb = load_module(ROOT / 'tools' / 'prepare_lmdb.py')
 

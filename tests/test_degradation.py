@@ -16,14 +16,14 @@ from rtsr_arch.data.degradations import Degradation, crop_to_multiple, jpeg_roun
 from rtsr_arch.data.resize import lanczos
 from basicsr.metrics import calculate_psnr
 
-from conftest import _load_photo
+from helpers import load_photo
 
 CHALLENGE_VF = 'scale=ceil(iw/4):ceil(ih/4):flags=lanczos+accurate_rnd+full_chroma_int:sws_dither=none:param0=5'
-AIS24_QIDX = {31: 34, 39: 65, 47: 108, 55: 145, 63: 184}  # ffmpeg CLI -qp, SVT-AV1 4.x, preset 5 (DEGRADATION.md)
+AIS24_QIDX = {31: 34, 39: 65, 47: 108, 55: 145, 63: 184}  # ffmpeg CLI -qp, SVT-AV1 4.x, preset 5 (measured with trace_headers)
 
 
 def crop(name, h, w, top=0, left=0):
-    return np.ascontiguousarray(_load_photo(name)[top:top + h, left:left + w])
+    return np.ascontiguousarray(load_photo(name)[top:top + h, left:left + w])
 
 
 def psnr(a, b):

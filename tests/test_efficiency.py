@@ -1,5 +1,6 @@
-"""rtsr_arch.utils.efficiency: NTIRE 2023 RTSR score (ARCHITECTURES.md E.1.2), NTIRE 2023 ESR
-counters (E.3) checked against hand-computed counts, and the fp16 memory-traffic bound."""
+"""rtsr_arch.utils.efficiency: NTIRE 2023 RTSR score (eduardzamfir/NTIRE23-RTSR calc_scoring.ipynb),
+NTIRE 2023 ESR counters (ofsoundof/NTIRE2023_ESR) checked against hand-computed counts, and the
+fp16 memory-traffic bound."""
 import pytest
 import torch
 from torch import nn

@@ -4,7 +4,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import photo
+from helpers import photo
 
 import rtsr_arch  # noqa: F401  (installs basicsr aliases and registers the losses)
 from basicsr.losses import build_loss

@@ -3,7 +3,7 @@ import pytest
 
 import rtsr_arch  # noqa: F401
 from rtsr_arch.utils.options import build_network, check_options, load_options
-from conftest import ROOT
+from helpers import ROOT
 
 OPTION_FILES = sorted((ROOT / 'options').rglob('*.yml'))
 

@@ -1,4 +1,4 @@
-"""tools/prepare_lmdb.py: aligned sub-images in BasicSR LMDBs, --verify, one-line errors, AVIF LR."""
+"""rtsr-lmdb (tools/prepare_lmdb.py): aligned sub-images in BasicSR LMDBs, --verify, one-line errors, AVIF LR."""
 import re
 import shutil
 
@@ -9,13 +9,13 @@ import pytest
 from PIL import Image
 from skimage import data as skdata
 
-from rtsr_arch.data.degradations import Degradation, crop_to_multiple  # first: aliases before basicsr
+from rtsr_arch.commands import lmdb as tool  # first: rtsr_arch's aliases before basicsr
+from rtsr_arch.data.degradations import Degradation, crop_to_multiple
 from rtsr_arch.data.image_io import lmdb_env
 from rtsr_arch.data.multi_lr_paired_dataset import MultiLRPairedDataset
 from basicsr.data.paired_image_dataset import PairedImageDataset
-from conftest import ROOT, load_module
+from helpers import ROOT, load_module
 
-tool = load_module(ROOT / 'tools' / 'prepare_lmdb.py')
 JPEG = Degradation.from_opt({'scale': 2, 'resize': 'bicubic', 'codec': 'jpeg', 'levels': [90, 50]})
 HR = {'astronaut': skdata.astronaut()[100:250, 100:303], 'coffee': skdata.coffee()[50:180, 200:371]}  # odd widths
 
@@ -36,6 +36,10 @@ def read_lmdb(path):
     with lmdb_env(path).begin() as txn:  # the process-wide environment (py-lmdb opens one per process)
         return {k.decode(): cv2.cvtColor(cv2.imdecode(np.frombuffer(v, np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
                 for k, v in txn.cursor()}
+
+
+def test_tool_is_the_command():
+    assert load_module(ROOT / 'tools' / 'prepare_lmdb.py').main is tool.main
 
 
 def run(capsys, *args):
@@ -126,8 +130,8 @@ def test_bad_input_is_a_one_line_error(built, tmp_path, capsys):
     for args, expected in cases:
         code, _, err = run(capsys, *args)
         assert code == 2, (args, err)
-        lines = [line for line in err.splitlines() if line.startswith('prepare_lmdb')]  # not tqdm's
-        assert len(lines) == 1 and expected in lines[0], (expected, lines)
+        lines = [line for line in err.splitlines() if line.startswith('rtsr-lmdb')]  # not tqdm's
+        assert len(lines) == 1 and lines[0].startswith('rtsr-lmdb: error: ') and expected in lines[0], (expected, lines)
     assert not (tmp_path / 'c').exists()  # sizes are checked before anything is written
 
 

@@ -17,11 +17,11 @@ No downloads and no GPU. Four phases, all written under OUT:
    identity, no widening) instead of the paper's 256, trained with a larger learning rate and batch
    than the paper (cosine decay over the run): the paper's settings do not beat bicubic within
    minutes on a CPU. About 3.5 minutes on 2 CPU threads, +0.9 dB over bicubic.
-3. reparam: ``tools/reparam_ckpt.py`` -> ``LRSRN_x2_demo_deploy.pth`` + ``.yml``.
-4. evaluate: the deploy network on the held-out photos (whole image, float32, clamp, round to
-   uint8), RGB PSNR with ``crop_border = scale`` against PIL bicubic; prints a table and writes
-   ``demo_results.json`` and ``comparison.png``. Exits 1 when the model does not beat bicubic on
-   average.
+3. reparam: ``tools/reparam_ckpt.py`` (``rtsr-reparam``) -> ``LRSRN_x2_demo_deploy.pth`` + ``.yml``.
+4. evaluate: the deploy network (read by :func:`rtsr_arch.loader.load_model`) on the held-out
+   photos (whole image, float32, clamp, round to uint8), RGB PSNR with ``crop_border = scale``
+   against PIL bicubic; prints a table and writes ``demo_results.json`` and ``comparison.png``.
+   Exits 1 when the model does not beat bicubic on average.
 """
 import argparse
 import json
@@ -36,8 +36,8 @@ from PIL import Image, ImageDraw, ImageFont
 
 import rtsr_arch  # noqa: F401  (basicsr import fixes and registration, before basicsr)
 from rtsr_arch.data.degradations import ntire23_lr
-from rtsr_arch.utils.checkpoint import load_checkpoint, load_state_dict_checked
-from rtsr_arch.utils.options import build_network, dump_options, load_options
+from rtsr_arch.loader import load_model
+from rtsr_arch.utils.options import dump_options
 
 SCRIPT_DIR = Path(__file__).resolve().parent
 NAME = 'LRSRN_x2_demo'
@@ -196,14 +196,6 @@ def super_resolve(net, lr):
     return y.squeeze(0).permute(1, 2, 0).to(torch.uint8).numpy()
 
 
-def load_deploy(deploy_yml):
-    opt = load_options(deploy_yml)
-    net = build_network(opt['network_g'], f'{deploy_yml}: network_g')
-    path = opt['path']['pretrain_network_g']
-    load_state_dict_checked(net, load_checkpoint(path)[opt['path'].get('param_key_g', 'params')], path)
-    return net.eval(), sum(p.numel() for p in net.parameters())
-
-
 def detail_crop(hr, size):
     """Top-left corner of the size x size window with the most gradient energy (coarse search)."""
     g = hr.astype(np.float32).mean(axis=2)
@@ -254,8 +246,9 @@ def comparison_figure(rows, path, zoom=2):
     canvas.save(path)
 
 
-def evaluate(out, held_out, deploy_yml):
-    net, n_params = load_deploy(deploy_yml)
+def evaluate(out, held_out, deploy_ckpt):
+    net = load_model(deploy_ckpt)  # the deploy checkpoint embeds its network_g
+    n_params = sum(p.numel() for p in net.parameters())
     log(f'deploy network: {n_params:,} parameters')
     rows, results = [], []
     for name, (hr, lr) in held_out.items():
@@ -318,13 +311,13 @@ def main(argv=None):
     ckpt = out / 'experiments' / NAME / 'models' / 'net_g_latest.pth'
     deploy = out / f'{NAME}_deploy.pth'
     log('3/4 reparameterizing into the deploy form')
-    run([sys.executable, SCRIPT_DIR / 'reparam_ckpt.py', '--ckpt', ckpt, '--opt', train_yml, '--out', deploy],
-        out, args.threads)
+    run([sys.executable, SCRIPT_DIR / 'reparam_ckpt.py', '--ckpt', ckpt, '--opt', train_yml, '--out', deploy,
+         '--overwrite'], out, args.threads)
     times['reparam'] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
     log('4/4 evaluating the deploy network on the held-out photos')
-    results, mean_bic, mean_sr, n_params = evaluate(out, held_out, deploy.with_suffix('.yml'))
+    results, mean_bic, mean_sr, n_params = evaluate(out, held_out, deploy)
     times['evaluate'] = time.perf_counter() - t0
 
     gain = mean_sr - mean_bic

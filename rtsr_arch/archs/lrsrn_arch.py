@@ -1,11 +1,12 @@
-"""LRSRN (Gankhuyag, Yoon et al., "Lightweight Real-Time Image Super-Resolution Network for 4K
-Images", CVPRW 2023), official code Ganzooo/LRSRN."""
+"""LRSRN: Gankhuyag, Yoon et al., "Lightweight Real-Time Image Super-Resolution Network for 4K
+Images", CVPRW 2023 (NTIRE 2023 RTSR). Official code: Ganzooo/LRSRN@ac58548 (no licence file)."""
 import torch
 from basicsr.utils.registry import ARCH_REGISTRY
 from torch import nn
 
-from .official import (OfficialImport, count_indexed, infer_upscale, register_official_importer, strip_prefix,
-                       unwrap_state_dict)
+from .contract import Int, OneOf, SRArch
+from .layers import ACTIVATIONS
+from .official import OfficialImport, count_indexed, infer_upscale, register_importer, top_level_names
 from .rep import CollapsibleBlock
 
 __all__ = ['LRSRN', 'LRSRN_VARIANTS']
@@ -18,7 +19,7 @@ LRSRN_VARIANTS = {
 
 
 @ARCH_REGISTRY.register()
-class LRSRN(nn.Module):
+class LRSRN(SRArch):
     """LRSRN: head -> m RepConv blocks -> transition(backbone + head features) -> PixelShuffle
     (paper §3.1, Eqs. 1-3). Every RepConv block collapses to a 3x3 conv at deploy time (§3.2).
 
@@ -35,16 +36,27 @@ class LRSRN(nn.Module):
         bias: False removes every bias (CASR's final training stage, AIS 2024 RTSR report §3.4:
             "we turn off the bias term of the reparametrization block"); start it from a biased
             checkpoint with ``strict_load_g: false`` so the biases are dropped.
+        preset: a submitted configuration of :attr:`presets` (x2, x3, x3 C48, CASR's x4 teacher).
     """
 
-    def __init__(self, num_in_ch=3, num_out_ch=3, num_feat=32, num_block=4, upscale=2, act_type='relu',
-                 variant='plain', feature_size=256, deploy=False, bias=True):
+    paper = 'Gankhuyag, Yoon et al., Lightweight Real-Time Image Super-Resolution Network for 4K Images, CVPRW 2023'
+    code = 'Ganzooo/LRSRN@ac58548'
+    license = 'none stated'
+    preset_key = 'preset'
+    presets = {
+        'ntire23_x2': dict(upscale=2, num_feat=32, num_block=4, act_type='relu', variant='plain'),
+        'ntire23_x3': dict(upscale=3, num_feat=32, num_block=4, act_type='relu', variant='blockv2'),
+        'ntire23_x3_c48': dict(upscale=3, num_feat=48, num_block=4, act_type='relu', variant='blockv2'),
+        'casr_teacher_x4': dict(upscale=4, num_feat=64, num_block=10, act_type='gelu', variant='blockv2'),
+    }
+
+    def __init__(self, num_in_ch: Int(1) = 3, num_out_ch: Int(1) = 3, num_feat: Int(1) = 32, num_block: Int(0) = 4,
+                 upscale: OneOf(2, 3, 4) = 2, act_type: OneOf(*ACTIVATIONS) = 'relu',
+                 variant: OneOf(*LRSRN_VARIANTS) = 'plain', feature_size: Int(1) = 256, deploy: bool = False,
+                 bias: bool = True, preset: str = None):
         super().__init__()
-        if variant not in LRSRN_VARIANTS:
-            raise ValueError(f"LRSRN variant '{variant}' is unknown; expected one of: {', '.join(LRSRN_VARIANTS)}")
-        if upscale not in (2, 3, 4):
-            raise ValueError(f'LRSRN upscale must be 2, 3 or 4; got {upscale}')
         self.upscale = upscale
+        self.receptive_radius = num_block + 2  # one 3x3 conv per block, head and transition
         rep_ends = LRSRN_VARIANTS[variant]
 
         def block(cin, cout, act, rep=True):
@@ -63,39 +75,38 @@ class LRSRN(nn.Module):
 _ALIASES = {'w0': 'conv0.weight', 'b0': 'conv0.bias', 'w1': 'conv1.weight', 'b1': 'conv1.bias'}
 
 
-@register_official_importer('LRSRN')
-def import_official_lrsrn(checkpoint, overrides):
+def _is_lrsrn(sd):
+    return top_level_names(sd) in ({'head', 'backbone', 'transition'}, {'head', 'transition'}) and \
+        any(f'transition.0.{k}' in sd for k in ('conv3x3.weight', 'conv1.weight', 'w1'))
+
+
+@register_importer('LRSRN', detect=_is_lrsrn)
+def import_official_lrsrn(sd, overrides):
     """Ganzooo/LRSRN checkpoints: ``model_x*_best_submission.pt`` (training form, with the
     ``w0/b0/w1/b1`` alias keys), ``*_deploy.pt`` (``conv3x3`` layers), or ``model_x*_best.pt``
     (``model_state_dict``); also CASR's x4 m10 C64 teacher."""
-    sd = strip_prefix(unwrap_state_dict(checkpoint), 'module.')
-    notes = []
+    sd = dict(sd)
+    notes, assumed = [], []
     for key in [k for k in sd if k.rsplit('.', 1)[-1] in _ALIASES]:
         prefix, alias = key.rsplit('.', 1)
         target = f'{prefix}.{_ALIASES[alias]}'
         if target in sd and not torch.equal(sd[target], sd[key]):
             raise ValueError(f"alias key '{key}' differs from '{target}'; the checkpoint is inconsistent")
-        sd.setdefault(target, sd[key])
-        del sd[key]
+        sd.setdefault(target, sd.pop(key))
 
     # a RepConv head/transition (training form of 'blockv2') is conv0 (in -> feature_size) then
     # conv1 (feature_size -> out): the block's input is conv0's, its output conv1's
     rep_head = 'head.conv0.weight' in sd
     head_in, head_out = ('head.conv0.weight', 'head.conv1.weight') if rep_head else ('head.conv3x3.weight',) * 2
-    if head_in not in sd or head_out not in sd:
-        raise ValueError("not an LRSRN checkpoint: neither 'head.conv3x3.weight' nor 'head.conv0/conv1.weight' found")
     trans_key = 'transition.0.conv1.weight' if 'transition.0.conv0.weight' in sd else 'transition.0.conv3x3.weight'
-    if trans_key not in sd:
-        raise ValueError(f"not an LRSRN checkpoint: '{trans_key}' not found")
-    trans_out = sd[trans_key].shape[0]
     num_in_ch, num_feat = sd[head_in].shape[1], sd[head_out].shape[0]
     num_out_ch = int(overrides.get('num_out_ch', num_in_ch))
-    upscale = infer_upscale(trans_out, num_out_ch)
     deploy = not any('.conv0.' in k for k in sd)
     opt = dict(type='LRSRN', num_in_ch=num_in_ch, num_out_ch=num_out_ch, num_feat=num_feat,
-               num_block=count_indexed(sd, 'backbone'), upscale=upscale)
+               num_block=count_indexed(sd, 'backbone'), upscale=infer_upscale(sd[trans_key].shape[0], num_out_ch))
     if deploy:
         opt['variant'] = 'blockv2'
+        assumed += ['variant', 'feature_size']
         notes.append("variant: a deploy checkpoint does not tell 'plain' from 'blockv2' (same layers); using 'blockv2'")
     else:
         opt['variant'] = 'blockv2' if rep_head else 'plain'
@@ -105,9 +116,11 @@ def import_official_lrsrn(checkpoint, overrides):
         opt['act_type'] = 'prelu'
     else:
         opt['act_type'] = overrides.get('act_type', 'relu')
-    if 'act_type' not in overrides and opt['act_type'] == 'relu':
-        notes.append("act_type: not stored in the weights; using the submissions' 'relu' "
-                     "(override with --set act_type=...)")
+        if 'act_type' not in overrides:
+            assumed.append('act_type')
+            notes.append("act_type: not stored in the weights; using the submissions' 'relu' "
+                         "(override with --set act_type=...)")
+    opt['bias'] = 'head.conv3x3.bias' in sd or 'head.conv0.bias' in sd
     opt['deploy'] = deploy
     opt.update(overrides)
-    return OfficialImport(sd, opt, notes)
+    return OfficialImport(sd, opt, notes, tuple(assumed))

@@ -1,57 +1,123 @@
-"""Importers of official third-party checkpoints, one per architecture, registered by arch name.
+"""Importers of official third-party checkpoints: one per architecture, each with a detection
+condition on the state-dict keys and shapes.
 
-An importer takes the object ``torch.load`` returned for an official file and the user's
-``--set`` overrides, and returns a :class:`OfficialImport`: a state dict in this package's layout
-and the ``network_g`` options, of which everything the weights determine (channels, blocks,
-scale, form) is inferred from them. Used by ``tools/convert_official.py``.
+An importer is registered next to its architecture with :func:`register_importer`. It receives
+the official state dict already unwrapped (``params``, ``params_ema``, ``state_dict``,
+``model_state_dict``, Lightning checkpoints) and stripped of wrapper prefixes (``module.``,
+``network.``, ``model.``) by :func:`official_state_dict`, plus the user's ``key=value``
+overrides, and returns an :class:`OfficialImport`: the state dict in this package's layout and
+the ``network_g`` options, of which everything the weights determine (channels, blocks, scale,
+form) is inferred; what they cannot determine is listed in ``assumed`` with a note.
 
-:func:`import_official` runs an importer and loads its result strictly into the built network;
-:func:`parse_overrides` reads ``key=value`` overrides; :func:`save_basicsr_export` writes the
-BasicSR checkpoint and the matching ``network_g`` / ``path`` options.
+:func:`find_importers` returns the importers whose detection matches a checkpoint; building and
+loading the network is :func:`rtsr_arch.loader.import_official`.
 """
 import math
 from dataclasses import dataclass, field
-from pathlib import Path
+from typing import Callable
 
-import yaml
+import torch
 
-__all__ = ['OfficialImport', 'OfficialImportError', 'OFFICIAL_IMPORTERS', 'register_official_importer',
-           'strip_prefix', 'count_indexed', 'unwrap_state_dict', 'infer_upscale', 'parse_overrides',
-           'get_official_importer', 'import_official', 'save_basicsr_export']
+__all__ = ['OfficialImport', 'Importer', 'IMPORTERS', 'register_importer', 'official_state_dict', 'find_importers',
+           'get_importer', 'top_level_names', 'count_indexed', 'infer_upscale', 'OfficialImportError']
 
-OFFICIAL_IMPORTERS = {}
+WRAPPER_KEYS = ('state_dict', 'model_state_dict', 'model', 'net', 'network')
+WRAPPER_PREFIXES = ('module.', 'network.', 'model.')
+
+
+class OfficialImportError(ValueError):
+    """An official checkpoint that cannot be imported as asked; the message is one line."""
 
 
 @dataclass
 class OfficialImport:
+    """What an importer returns: ``state_dict`` in this package's layout, the ``network_opt``
+    (``network_g``) to build, the keywords it had to ``assume`` (not determined by the weights)
+    and ``notes`` for the user."""
     state_dict: dict
     network_opt: dict
     notes: list = field(default_factory=list)
+    assumed: tuple = ()
 
 
-def register_official_importer(arch_name):
-    """Decorator: register ``fn(checkpoint, overrides) -> OfficialImport`` for ``arch_name``."""
+@dataclass
+class Importer:
+    arch: str
+    convert: Callable  # (state_dict, overrides) -> OfficialImport
+    detect: Callable  # (state_dict) -> bool
+    param_keys: tuple  # which entry of a {'params', 'params_ema'} checkpoint holds the official weights
 
-    def decorator(fn):
-        OFFICIAL_IMPORTERS[arch_name] = fn
-        return fn
+
+IMPORTERS = {}
+
+
+def register_importer(arch, detect, param_keys=('params', 'params_ema')):
+    """Decorator: register ``convert(state_dict, overrides) -> OfficialImport`` for ``arch``,
+    used for every checkpoint whose unwrapped state dict satisfies ``detect(state_dict)``.
+    ``param_keys``: the preferred entries of checkpoints that hold several (the one the official
+    inference code uses first)."""
+
+    def decorator(convert):
+        IMPORTERS[arch] = Importer(arch, convert, detect, tuple(param_keys))
+        return convert
 
     return decorator
 
 
-def unwrap_state_dict(checkpoint, keys=('state_dict', 'model_state_dict', 'params_ema', 'params')):
-    """The tensor dict inside a training checkpoint (first of ``keys`` present), or the dict itself."""
+def _is_state_dict(obj):
+    return isinstance(obj, dict) and bool(obj) and all(isinstance(v, torch.Tensor) for v in obj.values())
+
+
+def official_state_dict(checkpoint, param_keys=('params', 'params_ema')):
+    """The tensor dict inside ``checkpoint``: its first ``param_keys`` entry that is a state dict,
+    else a wrapper's (``state_dict`` — Lightning and most training scripts —, ``model_state_dict``,
+    ...), else the dict itself; with a wrapper prefix (``module.``, ``network.``, ``model.``)
+    removed when every key has it."""
     if not isinstance(checkpoint, dict):
-        raise ValueError(f'expected a dict of tensors or a training checkpoint, got {type(checkpoint).__name__}')
-    for key in keys:
-        if isinstance(checkpoint.get(key), dict):
-            return checkpoint[key]
-    return checkpoint
+        raise OfficialImportError(f'expected a state dict or a training checkpoint holding one, '
+                                  f'got {type(checkpoint).__name__}')
+    found = next((checkpoint[k] for k in (*param_keys, *WRAPPER_KEYS) if _is_state_dict(checkpoint.get(k))), None)
+    if found is None:
+        if not _is_state_dict(checkpoint):
+            raise OfficialImportError(f"no state dict found (top-level keys: {', '.join(map(str, list(checkpoint)[:6]))})")
+        found = checkpoint
+    sd = dict(found)
+    stripped = True
+    while stripped:
+        stripped = False
+        for prefix in WRAPPER_PREFIXES:
+            if all(k.startswith(prefix) for k in sd):
+                sd = {k[len(prefix):]: v for k, v in sd.items()}
+                stripped = True
+    return sd
 
 
-def strip_prefix(state_dict, prefix):
-    """Remove ``prefix`` (e.g. DataParallel's ``module.``) from every key that has it."""
-    return {k[len(prefix):] if k.startswith(prefix) else k: v for k, v in state_dict.items()}
+def find_importers(checkpoint):
+    """``[(importer, state_dict)]`` for every registered importer whose detection matches."""
+    matches = []
+    for importer in IMPORTERS.values():
+        try:
+            sd = official_state_dict(checkpoint, importer.param_keys)
+            if importer.detect(sd):
+                matches.append((importer, sd))
+        except (OfficialImportError, KeyError, IndexError, AttributeError, TypeError, ValueError):
+            continue
+    return matches
+
+
+def get_importer(arch):
+    """The importer registered for ``arch``; an unknown name lists the available ones."""
+    if arch not in IMPORTERS:
+        raise OfficialImportError(f"no importer for architecture '{arch}'; available importers: "
+                                  f"{', '.join(sorted(IMPORTERS))}")
+    return IMPORTERS[arch]
+
+
+# ----------------------------------------------------------------------------- helpers for importers
+
+def top_level_names(state_dict):
+    """The set of first key components (``{'head', 'backbone', 'transition'}`` for LRSRN)."""
+    return {k.split('.', 1)[0] for k in state_dict}
 
 
 def count_indexed(state_dict, prefix):
@@ -65,87 +131,6 @@ def infer_upscale(out_channels, num_out_ch, shuffle_per_scale=1):
     ratio, rest = divmod(out_channels, num_out_ch)
     root = math.isqrt(ratio)
     if rest or root * root != ratio or root % shuffle_per_scale:
-        raise ValueError(f'{out_channels} output channels do not fit {num_out_ch} image channels times a '
-                         f'square pixel-shuffle factor')
+        raise OfficialImportError(f'{out_channels} output channels do not fit {num_out_ch} image channels times a '
+                                  f'square pixel-shuffle factor')
     return root // shuffle_per_scale
-
-
-class OfficialImportError(ValueError):
-    """An official checkpoint that cannot be imported as asked; the message is one line."""
-
-
-def _one_line(exc):
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
-def parse_overrides(items):
-    """``['key=value', ...]`` -> dict, each value parsed with ``yaml.safe_load`` (so ``gelu`` is a
-    str, ``4`` an int, ``true`` a bool). ``type`` cannot be overridden: the importer decides it."""
-    overrides = {}
-    for item in items or ():
-        key, sep, text = item.partition('=')
-        key = key.strip()
-        if not sep or not key.isidentifier():
-            raise OfficialImportError(f"override '{item}': expected key=value with a Python identifier as key")
-        if key == 'type':
-            raise OfficialImportError(f"override '{item}': 'type' is set by the importer "
-                                      f"(choose it with the arch name)")
-        try:
-            overrides[key] = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            raise OfficialImportError(f"override '{item}': invalid YAML value "
-                                      f"({getattr(exc, 'problem', None) or _one_line(exc)})") from exc
-    return overrides
-
-
-def get_official_importer(arch):
-    """The importer registered for ``arch``; an unknown name lists the available ones."""
-    if arch not in OFFICIAL_IMPORTERS:
-        raise OfficialImportError(f"no importer for architecture '{arch}'; available importers: "
-                                  f"{', '.join(sorted(OFFICIAL_IMPORTERS))}")
-    return OFFICIAL_IMPORTERS[arch]
-
-
-def import_official(arch, checkpoint, overrides=None, source='checkpoint'):
-    """Run the importer registered for ``arch`` on a loaded official ``checkpoint``, build the
-    network from the inferred options and load the converted weights strictly.
-
-    Returns ``(model, OfficialImport)``. Every failure (unknown arch, foreign checkpoint, options
-    the network rejects, missing/unexpected keys or shape mismatches) is a ``ValueError`` with a
-    one-line message: :class:`OfficialImportError`, ``OptionsError`` or ``CheckpointError``.
-    """
-    from rtsr_arch.utils.checkpoint import load_state_dict_checked
-    from rtsr_arch.utils.options import build_network
-
-    importer = get_official_importer(arch)
-    try:
-        result = importer(checkpoint, dict(overrides or {}))
-    except (ValueError, KeyError, TypeError, IndexError, AttributeError) as exc:
-        raise OfficialImportError(f'{source}: cannot be imported as {arch}: {_one_line(exc)}') from exc
-    model = build_network(result.network_opt, source=f'{source}: network_g')
-    load_state_dict_checked(model, result.state_dict, source)
-    return model, result
-
-
-def save_basicsr_export(model, network_opt, out_path):
-    """Write ``out_path`` as a BasicSR checkpoint ``{'params': state_dict}`` and, beside it with
-    the suffix ``.yml``, the options to use it: ``network_g`` (``network_opt``) and ``path``
-    (``pretrain_network_g`` = absolute path of the checkpoint, ``param_key_g: params``,
-    ``strict_load_g: true``). Both files are written atomically. Returns the ``.yml`` path."""
-    from rtsr_arch.utils.checkpoint import atomic_save
-    from rtsr_arch.utils.options import dump_options
-
-    out_path = Path(out_path).absolute()
-    yml_path = out_path.with_suffix('.yml')
-    if yml_path == out_path:
-        raise OfficialImportError(f'{out_path}: the checkpoint cannot have the .yml suffix of its option file')
-    options = {'network_g': dict(network_opt),
-               'path': {'pretrain_network_g': str(out_path), 'param_key_g': 'params', 'strict_load_g': True}}
-    atomic_save({'params': model.state_dict()}, out_path)
-    try:
-        dump_options(options, yml_path)
-    except BaseException:
-        out_path.unlink(missing_ok=True)
-        raise
-    return yml_path

@@ -8,7 +8,7 @@
   containers written by FFmpeg's ``avif`` muxer (Pillow >= 11.3 and libavif read them).
 - The ONE AVIF decoder: dav1d, then a ``scale=flags=bilinear+accurate_rnd+full_chroma_int`` YUV ->
   RGB graph, which matches libavif (Pillow) to max |diff| <= 2; FFmpeg's default conversion differs
-  by up to 18 levels (shared/reference/DEGRADATION.md section 5).
+  by up to 18 levels (measured against libavif through Pillow).
 
 The encoder and decoder run single-threaded (SVT ``lp=1``, one dav1d thread): they are meant for
 pools of one process per core, and SVT's bytes do not depend on ``lp``. All arrays are uint8 RGB

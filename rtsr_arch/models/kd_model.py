@@ -8,8 +8,10 @@ learnable 1x1 convs), added to the losses against HR.
 Options (besides RTSRModel's)::
 
     network_t: {type: LRSRN, num_feat: 64, num_block: 10, upscale: 4, act_type: gelu, ...}
+                                           # optional when the checkpoint records its options
     path:
-      pretrain_network_t: teacher.pth      # required; param_key_t: params (default)
+      pretrain_network_t: teacher.pth      # required: any checkpoint rtsr_arch.load_model reads
+      param_key_t: params                  # optional (default: params_ema if present, else params)
       ignore_resume_networks: [network_t]  # rtsr-train adds it; BasicSR's own train.py needs it
     train:
       kd:
@@ -30,8 +32,7 @@ from basicsr.utils import get_root_logger
 from basicsr.utils.registry import MODEL_REGISTRY
 from torch import nn
 
-from ..utils.checkpoint import CheckpointError, load_checkpoint, load_state_dict_checked
-from ..utils.options import build_network
+from ..loader import load_model
 from .rtsr_model import AUTOCAST_DTYPES, RTSRModel, check_choice
 
 __all__ = ['KDModel', 'CRITERIA', 'module_by_name']
@@ -86,23 +87,17 @@ class KDModel(RTSRModel):
         super().init_training_settings()
 
     def _load_teacher(self):
-        if 'network_t' not in self.opt:
-            raise ValueError('KDModel: missing network_t (the teacher architecture)')
+        """The frozen teacher, loaded as stored (training or deploy form) by the one loader: from
+        ``network_t`` when given, else from the options the checkpoint records."""
         path = self.opt['path'].get('pretrain_network_t')
         if not path:
             raise ValueError("path.pretrain_network_t: KDModel needs the trained teacher's weights")
         if not Path(path).is_file() and Path(path).name.startswith('net_t_'):
             raise ValueError(f'path.pretrain_network_t: {path} does not exist: resuming rewrote the teacher path; '
                              'add "ignore_resume_networks: [network_t]" under path (rtsr-train does this itself)')
-        net = build_network(self.opt['network_t'], 'network_t')
-        checkpoint = load_checkpoint(path)
-        key = self.opt['path'].get('param_key_t', 'params')
-        state = checkpoint.get(key, checkpoint.get('params', checkpoint)) if isinstance(checkpoint, dict) else None
-        if not isinstance(state, dict):
-            raise CheckpointError(f'{path}: expected a state dict (or one under "{key}")')
-        state = {k.removeprefix('module.'): v for k, v in state.items()}
-        load_state_dict_checked(net, state, f'path.pretrain_network_t ({path})')
-        net.requires_grad_(False).eval()
+        net = load_model(path, deploy=None, network_opt=self.opt.get('network_t'),
+                         param_key=self.opt['path'].get('param_key_t'))
+        net.requires_grad_(False)
         get_root_logger().info(f'Teacher {type(net).__name__} ({sum(p.numel() for p in net.parameters()):,d} '
                                f'parameters) from {path}, frozen, {self.teacher_dtype}.')
         return net.to(self.device, self.teacher_dtype)

@@ -11,6 +11,7 @@ iteration index): the lr never depends on the previous lr, so a scheduler restor
 """
 import math
 
+from basicsr.models import lr_scheduler as _basicsr_sched
 from torch.optim import lr_scheduler as _torch_sched
 from torch.optim.lr_scheduler import LRScheduler
 
@@ -170,9 +171,7 @@ class CosineWarmupLR(LRScheduler):
 
 def _own_schedulers():
     schedulers = {cls.__name__: cls for cls in (CosineRestartCyclesLR, CosineWarmupLR)}
-    # BasicSR's restart schedulers, so BasicSR-style configs keep working (imported lazily: the
-    # rtsr_arch package has installed its basicsr import aliases by the time this runs).
-    from basicsr.models import lr_scheduler as _basicsr_sched
+    # BasicSR's restart schedulers, so BasicSR-style configs keep working
     for name in ('MultiStepRestartLR', 'CosineAnnealingRestartLR'):
         schedulers.setdefault(name, getattr(_basicsr_sched, name))
     return schedulers

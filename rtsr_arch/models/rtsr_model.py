@@ -22,7 +22,11 @@ SRModel option file runs unchanged with ``model_type: RTSRModel``.
   warning, one more stops training with an error.
 - ``deploy_export``: save the reparameterized network ``models/net_g_deploy_<iter>.pth`` (from
   EMA when present, checked against the training form) with every checkpoint; default true for
-  architectures with a ``deploy`` option.
+  architectures with a ``deploy`` option. ``deploy_safetensors: true`` also writes it as
+  ``.safetensors``.
+
+Every saved network records its ``network_g`` options, so :func:`rtsr_arch.load_model` reads it
+without an option file.
 
 ``val.deploy: true`` validates the reparameterized network instead of the training form.
 
@@ -40,6 +44,8 @@ from basicsr.models.sr_model import SRModel
 from basicsr.utils import get_root_logger
 from basicsr.utils.registry import ARCH_REGISTRY, MODEL_REGISTRY
 
+from ..inference import upscale_tensor
+from ..loader import save_checkpoint
 from ..utils.checkpoint import atomic_save, load_state_dict_checked
 from ..utils.deploy import deploy_state_dict
 from ..utils.options import build_network
@@ -93,6 +99,7 @@ class RTSRModel(SRModel):
         self.max_nonfinite = int(train_opt.get('max_nonfinite', 10))
         self.nonfinite_in_a_row = 0
         self.deploy_export = bool(train_opt.get('deploy_export', True)) and supports_deploy(self.opt['network_g'])
+        self.deploy_safetensors = bool(train_opt.get('deploy_safetensors', False))
         self.net_g.train()
         if self.channels_last:
             self.net_g.to(memory_format=torch.channels_last)
@@ -234,10 +241,23 @@ class RTSRModel(SRModel):
 
     # ----------------------------------------------------------------------------- evaluation
     def test(self):
-        if self._eval_net is None:
-            return super().test()
-        with torch.no_grad():
-            self.output = self._eval_net(self.lq)
+        """``self.output`` for ``self.lq`` of any size: padded to the network's declared input
+        multiple and cropped back (:func:`~rtsr_arch.inference.upscale_tensor`). The network is the
+        fused one during ``val.deploy`` validation, else as BasicSR's SRModel: the EMA network when
+        present, else ``net_g`` (in eval mode for the call, its mode restored after)."""
+        if self._eval_net is not None:
+            self.output = self._upscale_lq(self._eval_net)
+            return
+        net = self.net_g_ema if hasattr(self, 'net_g_ema') else self.net_g
+        was_training = net.training
+        net.eval()
+        try:
+            self.output = self._upscale_lq(net)
+        finally:
+            net.train(was_training)
+
+    def _upscale_lq(self, net):
+        return upscale_tensor(self.get_bare_model(net), self.lq, channels_last=self.channels_last)
 
     def nondist_validation(self, dataloader, current_iter, tb_logger, save_img):
         """Validate the training form (EMA when present), or with ``val.deploy`` the fused one."""
@@ -276,23 +296,33 @@ class RTSRModel(SRModel):
             self.save_deploy(current_iter)
 
     def save_deploy(self, current_iter):
-        """``models/net_g_deploy_<iter>.pth`` with the fused weights under ``params``."""
+        """``models/net_g_deploy_<iter>.pth`` (and ``.safetensors`` with ``deploy_safetensors``):
+        the fused weights under ``params`` with their deploy ``network_g``."""
         fused = self._deploy_weights(current_iter)
         label = 'latest' if current_iter == -1 else current_iter
-        path = f"{self.opt['path']['models']}/net_g_deploy_{label}.pth"
-        atomic_save({'params': fused}, path)
-        get_root_logger().info(f'Saved the reparameterized network to {path} '
+        stem = f"{self.opt['path']['models']}/net_g_deploy_{label}"
+        network_opt = {**self.network_opt(), 'deploy': True}
+        for suffix in ('.pth', '.safetensors') if self.deploy_safetensors else ('.pth',):
+            save_checkpoint(stem + suffix, fused, network_opt)
+        get_root_logger().info(f'Saved the reparameterized network to {stem}.pth '
                                f'(max |fused - training| {self._deploy_cache[2].max_abs_fp32:.2e} in float32).')
 
+    def network_opt(self):
+        """The complete ``network_g`` options of the trained network (every keyword, defaults included)."""
+        return getattr(self.get_bare_model(self.net_g), 'network_opt', None) or dict(self.opt['network_g'])
+
     def save_network(self, net, net_label, current_iter, param_key='params'):
-        """BasicSR's layout (``{param_key: state_dict}`` in ``models/<label>_<iter>.pth``), atomically."""
+        """BasicSR's layout (``{param_key: state_dict}`` in ``models/<label>_<iter>.pth``) plus the
+        ``network_g`` options for ``net_g``, atomically."""
         if self.opt['rank'] != 0:
             return
         nets = net if isinstance(net, list) else [net]
         keys = param_key if isinstance(param_key, list) else [param_key]
         label = 'latest' if current_iter == -1 else current_iter
-        atomic_save({k: self._cpu_state(n) for n, k in zip(nets, keys)},
-                    f"{self.opt['path']['models']}/{net_label}_{label}.pth")
+        payload = {k: self._cpu_state(n) for n, k in zip(nets, keys)}
+        if net_label == 'net_g':
+            payload['network_g'] = self.network_opt()
+        atomic_save(payload, f"{self.opt['path']['models']}/{net_label}_{label}.pth")
 
     def _cpu_state(self, net):
         return OrderedDict((k.removeprefix('module.'), v.detach().cpu())

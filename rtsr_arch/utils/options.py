@@ -4,8 +4,13 @@ import inspect
 from pathlib import Path
 
 import yaml
+from basicsr.utils.registry import ARCH_REGISTRY, DATASET_REGISTRY, LOSS_REGISTRY, METRIC_REGISTRY, MODEL_REGISTRY
 
-__all__ = ['OptionsError', 'load_options', 'dump_options', 'check_options', 'build_network', 'REGISTRIES']
+from ..archs.contract import SRArch, check_arguments
+from .checkpoint import atomic_write
+
+__all__ = ['OptionsError', 'load_options', 'dump_options', 'check_options', 'build_network', 'parse_overrides',
+           'REGISTRIES']
 
 
 class OptionsError(ValueError):
@@ -13,8 +18,6 @@ class OptionsError(ValueError):
 
 
 def _registries():
-    from basicsr.utils.registry import (ARCH_REGISTRY, DATASET_REGISTRY, LOSS_REGISTRY, METRIC_REGISTRY,
-                                        MODEL_REGISTRY)
     return {'architecture': ARCH_REGISTRY, 'dataset': DATASET_REGISTRY, 'loss': LOSS_REGISTRY,
             'metric': METRIC_REGISTRY, 'model': MODEL_REGISTRY}
 
@@ -40,7 +43,6 @@ def load_options(path):
 
 def dump_options(opt, path):
     """Write ``opt`` as YAML (keys in insertion order), atomically (temporary file, then rename)."""
-    from .checkpoint import atomic_write
     text = yaml.safe_dump(opt, sort_keys=False, default_flow_style=False)
     atomic_write(path, lambda f: f.write(text.encode()))
 
@@ -63,6 +65,11 @@ def _check_kwargs(cls, kwargs, where):
     if unknown:
         raise OptionsError(f"{where}: {cls.__name__} has no option {', '.join(map(repr, unknown))}; "
                            f"accepted: {', '.join(params)}")
+    if isinstance(cls, type) and issubclass(cls, SRArch):  # declared types, ranges and presets
+        try:
+            check_arguments(cls, kwargs)
+        except ValueError as exc:
+            raise OptionsError(f'{where}: {exc}') from exc
 
 
 def check_options(opt, source):
@@ -102,3 +109,22 @@ def build_network(network_opt, source='network_g'):
         return cls(**opt)
     except (TypeError, ValueError) as exc:
         raise OptionsError(f'{source}: {exc}') from exc
+
+
+def parse_overrides(items):
+    """``['key=value', ...]`` -> dict, each value parsed with ``yaml.safe_load`` (so ``gelu`` is a
+    str, ``4`` an int, ``true`` a bool). ``type`` cannot be overridden."""
+    overrides = {}
+    for item in items or ():
+        key, sep, text = item.partition('=')
+        key = key.strip()
+        if not sep or not key.isidentifier():
+            raise OptionsError(f"override '{item}': expected key=value with a Python identifier as key")
+        if key == 'type':
+            raise OptionsError(f"override '{item}': the architecture is not an override (choose it with --arch)")
+        try:
+            overrides[key] = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise OptionsError(f"override '{item}': invalid YAML value "
+                               f"({getattr(exc, 'problem', None) or str(exc).splitlines()[0]})") from exc
+    return overrides

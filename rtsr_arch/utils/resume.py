@@ -10,6 +10,9 @@ teacher keeps its ``pretrain_network_t``).
 """
 from pathlib import Path
 
+from basicsr.utils.misc import check_resume
+from basicsr.utils.registry import MODEL_REGISTRY
+
 from .checkpoint import load_checkpoint
 
 __all__ = ['latest_state', 'load_resume_state']
@@ -24,9 +27,6 @@ def latest_state(training_states):
 
 def load_resume_state(opt):
     """Drop-in for ``basicsr.train.load_resume_state`` that needs no GPU."""
-    from basicsr.utils.misc import check_resume
-    from basicsr.utils.registry import MODEL_REGISTRY
-
     path = opt['path'].get('resume_state')
     if opt.get('auto_resume'):
         path = latest_state(opt['path']['training_states'])

@@ -8,33 +8,39 @@ __all__ = ['CollapsibleBlock']
 
 
 class CollapsibleBlock(ReparamBlock):
-    """3x3 conv to a wide feature, then 1x1 back, with no activation between (official
-    ``RepBlock`` / ``RepBlockV2`` of Ganzooo/LRSRN).
+    """kxk conv to a wide feature, then 1x1 back, with no activation between (official
+    ``RepBlock`` / ``RepBlockV2`` of Ganzooo/LRSRN; SESR's linear block with ``kernel_size=5``).
 
-    The shortcut is the identity when ``with_idt`` and in == out (Fig. 2a); otherwise, with
-    ``res_conv=True``, a learnable 1x1 conv (``conv1_res``, Fig. 2b, RepBlockV2), else none
-    (RepBlock). Deploys to ``conv3x3`` followed by ``act``.
+    The shortcut is the identity when used (Fig. 2a); otherwise, with ``res_conv=True``, a
+    learnable 1x1 conv (``conv1_res``, Fig. 2b, RepBlockV2), else none (RepBlock). Deploys to
+    ``conv3x3`` (the official key, whatever the kernel size) followed by ``act``.
 
     Args:
         in_channels, out_channels: feature counts.
         feature_size: width of the expanded feature (256 in the paper).
         act_type: activation after the block (see :data:`~rtsr_arch.archs.layers.ACTIVATIONS`).
-        with_idt: use the identity shortcut when in == out.
+        with_idt: None (default, official): the identity exactly when in == out; True: required
+            (ValueError when in != out); False: none.
         res_conv: add the 1x1 shortcut when the identity is not used.
         deploy: build the fused form directly.
         bias: with False, every conv (and so the fused ``conv3x3``) is bias-free (CASR's final
             stage, AIS 2024 RTSR report §3.4).
+        kernel_size: odd size of the first conv (3 in LRSRN).
     """
 
     deploy_key = 'conv3x3'
 
-    def __init__(self, in_channels, out_channels, feature_size=256, act_type='linear', with_idt=True,
-                 res_conv=True, deploy=False, bias=True):
-        super().__init__(in_channels, out_channels, 3, act_type, deploy, bias)
-        self.with_idt = with_idt and in_channels == out_channels
+    def __init__(self, in_channels, out_channels, feature_size=256, act_type='linear', with_idt=None,
+                 res_conv=True, deploy=False, bias=True, kernel_size=3):
+        super().__init__(in_channels, out_channels, kernel_size, act_type, deploy, bias)
+        self._check_count('feature_size', feature_size)
+        if not isinstance(res_conv, bool):
+            self._refuse('res_conv', res_conv, 'must be True or False')
+        self.with_idt = self._resolve_with_idt(with_idt)
         if deploy:
             return
-        self.conv0 = nn.Conv2d(in_channels, feature_size, 3, padding=1, bias=bias)
+        kh, kw = self.kernel_size
+        self.conv0 = nn.Conv2d(in_channels, feature_size, self.kernel_size, padding=(kh // 2, kw // 2), bias=bias)
         self.conv1 = nn.Conv2d(feature_size, out_channels, 1, bias=bias)
         if not self.with_idt and res_conv:
             self.conv1_res = nn.Conv2d(in_channels, out_channels, 1, bias=bias)
@@ -50,9 +56,9 @@ class CollapsibleBlock(ReparamBlock):
     def fuse(self):
         w, b = fuse_kxk_1x1(self.conv0.weight, self.conv0.bias, self.conv1.weight, self.conv1.bias)
         if self.with_idt:
-            w = w + identity_kernel(self.out_channels, 3, w)
+            w = w + identity_kernel(self.out_channels, self.kernel_size, w)
         elif hasattr(self, 'conv1_res'):
-            w = w + pad_kernel(self.conv1_res.weight, 3)
+            w = w + pad_kernel(self.conv1_res.weight, self.kernel_size)
             if self.use_bias:
                 b = b + self.conv1_res.bias
         return w, b
