@@ -35,7 +35,8 @@ setup(
         'export': ['onnx>=1.16', 'onnxruntime>=1.17'],
         # imageio-ffmpeg: the ffmpeg CLI, an independent reference for the degradation tests;
         # onnxscript: the dynamo ONNX exporter, tested as the fallback of the TorchScript one
-        'test': ['pytest', 'hypothesis', 'imageio-ffmpeg', 'onnx>=1.16', 'onnxruntime>=1.17', 'onnxscript'],
+        # spandrel: the front-ends' loader, to prove SPAN checkpoints move both ways
+        'test': ['pytest', 'hypothesis', 'imageio-ffmpeg', 'onnx>=1.16', 'onnxruntime>=1.17', 'onnxscript', 'spandrel'],
     },
     # every program is a console script over rtsr_arch.commands (tools/*.py are thin wrappers)
     entry_points={'console_scripts': [

@@ -115,15 +115,20 @@ def resolve_checkpoint(path, network_opt=None, param_key=None, arch='auto', over
             key = param_key or (options.get('path') or {}).get('param_key_g')
             return Resolved(dict(options['network_g']), _package_weights(checkpoint, key, source),
                             f'network_g of {yml.name}')
-    result, importer = import_checkpoint(checkpoint, arch, overrides, source)
+    result, importer = import_checkpoint(checkpoint, arch, overrides, source, param_key)
     return Resolved(result.network_opt, result.state_dict, f'official {importer} checkpoint', result.notes)
 
 
-def import_checkpoint(checkpoint, arch='auto', overrides=None, source='checkpoint'):
+def import_checkpoint(checkpoint, arch='auto', overrides=None, source='checkpoint', param_key=None):
     """Run the importer for ``arch`` (``'auto'``: the unique one whose detection matches) on an
-    official ``checkpoint``; returns ``(OfficialImport, arch)``. No match, several matches and
-    importer failures are one-line :class:`OfficialImportError`."""
+    official ``checkpoint``; returns ``(OfficialImport, arch)``. ``param_key`` picks the entry of
+    a checkpoint holding several weight sets instead of the importer's preference. No match,
+    several matches and importer failures are one-line :class:`OfficialImportError`."""
     overrides = dict(overrides or {})
+    if param_key is not None:
+        if not (isinstance(checkpoint, dict) and isinstance(checkpoint.get(param_key), dict)):
+            raise OfficialImportError(f"{source}: no '{param_key}' entry holding weights")
+        checkpoint = checkpoint[param_key]
     if arch == 'auto':
         matches = find_importers(checkpoint)
         if not matches:
@@ -148,10 +153,10 @@ def import_checkpoint(checkpoint, arch='auto', overrides=None, source='checkpoin
                                   f'{text[0] if text else type(exc).__name__}') from exc
 
 
-def import_official(checkpoint, arch='auto', overrides=None, source='checkpoint'):
+def import_official(checkpoint, arch='auto', overrides=None, source='checkpoint', param_key=None):
     """Import an official ``checkpoint`` (a loaded object) and build its network, loaded strictly.
     Returns ``(model, OfficialImport, arch)``."""
-    result, arch = import_checkpoint(checkpoint, arch, overrides, source)
+    result, arch = import_checkpoint(checkpoint, arch, overrides, source, param_key)
     model = build_network(result.network_opt, source=f'{source}: network_g')
     load_state_dict_checked(model, result.state_dict, source)
     return model, result, arch
@@ -172,7 +177,8 @@ def load_model(path, deploy=True, device='cpu', dtype=torch.float32, network_opt
         arch, overrides: importer choice and ``key=value`` overrides for official checkpoints.
     """
     resolved = resolve_checkpoint(path, network_opt, param_key, arch, overrides)
-    model = build_network(resolved.network_opt, source=f'{path}: network_g')
+    # loaded and fused in float64 (exact for any stored precision), cast once at the end
+    model = build_network(resolved.network_opt, source=f'{path}: network_g').double()
     load_state_dict_checked(model, resolved.state_dict, str(path))
     if deploy is False and resolved.network_opt.get('deploy'):
         raise CheckpointError(f'{path}: is in deploy form; its training form cannot be recovered')

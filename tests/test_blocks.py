@@ -25,6 +25,14 @@ from helpers import photo, randomize
 from rtsr_arch.archs.layers import ACTIVATIONS
 from rtsr_arch.archs.rep import (ECB, RRRB, ACBlock, CollapsibleBlock, RepVGGBlock, ReparamBlock, reparameterize,
                                  reparameterize_children)
+from rtsr_arch.archs.rep.nrb import NRB
+from rtsr_arch.archs.rep.rvsr_repconv import RVSRRepConv
+from rtsr_arch.archs.rep.conv3xc import Conv3XC
+from rtsr_arch.archs.rep.bsconv import BSConvU, BSConvURep, RepUpsampler
+from rtsr_arch.archs.rep.large_kernel import ReparamLargeKernelConv
+from rtsr_arch.archs.rep.dbb import LEDBB, BNAndPadLayer, DiverseBranchBlock, IdentityBasedConv1x1
+from rtsr_arch.archs.rep.reprfn_block import RepRFNBlock
+from rtsr_arch.archs.rep.fusion import avg_pool_kernel
 from rtsr_arch.archs.rep.fusion import (dense_depthwise, dense_grouped, fuse_1x1_kxk, fuse_bn, fuse_kxk_1x1,
                                         identity_kernel, merge_parallel, pad_kernel)
 
@@ -47,6 +55,12 @@ CASES = {
     'collapsible_res_nobias': (5, lambda act, **kw: CollapsibleBlock(5, 7, 12, act, bias=False, **kw)),
     'collapsible_k5_idt_nobias': (5, lambda act, **kw: CollapsibleBlock(5, 5, 12, act, bias=False, kernel_size=5,
                                                                         **kw)),
+    'collapsible_b2_idt': (5, lambda act, **kw: CollapsibleBlock(5, 5, 12, act, feature_size_b2=6, **kw)),
+    'collapsible_b2_res': (5, lambda act, **kw: CollapsibleBlock(5, 7, 12, act, feature_size_b2=6, **kw)),
+    'collapsible_b2_res_nobias': (5, lambda act, **kw: CollapsibleBlock(5, 7, 12, act, feature_size_b2=4, bias=False,
+                                                                        **kw)),
+    'collapsible_b2_k5_nores': (5, lambda act, **kw: CollapsibleBlock(5, 3, 12, act, res_conv=False, kernel_size=5,
+                                                                      feature_size_b2=6, **kw)),
     'rrrb_2': (6, lambda act, **kw: RRRB(6, ratio=2, act_type=act, **kw)),
     'rrrb_1.5': (6, lambda act, **kw: RRRB(6, ratio=1.5, act_type=act, **kw)),
     'rrrb_nobias': (6, lambda act, **kw: RRRB(6, ratio=2, act_type=act, bias=False, **kw)),
@@ -74,9 +88,45 @@ CASES = {
     'acb_k3_s2': (4, lambda act, **kw: ACBlock(4, 6, 3, act, stride=2, **kw)),
     'acb_k3_dw_idt': (6, lambda act, **kw: ACBlock(6, 6, 3, act, groups=6, with_idt=True, **kw)),
     'acb_k5_g2_s2': (4, lambda act, **kw: ACBlock(4, 4, 5, act, groups=2, stride=2, **kw)),
+    # ANUNet's nested block (AIS 2024 RTSR report §3.6): 1x1 -> ECB + identity -> 1x1, + x
+    'nrb_2': (6, lambda act, **kw: NRB(6, ratio=2, act_type=act, **kw)),
+    'nrb_1.5_dm1': (4, lambda act, **kw: NRB(4, ratio=1.5, depth_multiplier=1.0, act_type=act, **kw)),
+    'nrb_nobias': (5, lambda act, **kw: NRB(5, ratio=2, act_type=act, bias=False, **kw)),
+    # RVSR's RepConv (AIS 2024 RTSR report §3.5): two bias-padded 1-3-1 branches + 3x3 + 1x1 + identity
+    'rvsr_repconv_2': (6, lambda act, **kw: RVSRRepConv(6, ratio=2, act_type=act, **kw)),
+    'rvsr_repconv_1.5': (4, lambda act, **kw: RVSRRepConv(4, ratio=1.5, act_type=act, **kw)),
+    'rvsr_repconv_nobias': (5, lambda act, **kw: RVSRRepConv(5, ratio=2, act_type=act, bias=False, **kw)),
+    # SPAN's Conv3XC (Wan et al., CVPRW 2024): 1x1 -> kxk -> 1x1 on the zero-padded input, + a 1x1 skip
+    'conv3xc_same': (6, lambda act, **kw: Conv3XC(6, 6, 2, act, **kw)),
+    'conv3xc_diff': (4, lambda act, **kw: Conv3XC(4, 7, 2, act, **kw)),
+    'conv3xc_gain1_k5_nobias': (5, lambda act, **kw: Conv3XC(5, 5, 1, act, bias=False, kernel_size=5, **kw)),
+    'conv3xc_g2_s2': (4, lambda act, **kw: Conv3XC(4, 6, 2, act, stride=2, groups=2, **kw)),
+    'conv3xc_k1x3_gain3': (3, lambda act, **kw: Conv3XC(3, 4, 3, act, kernel_size=(1, 3), **kw)),
+    # RepLKNet's large kernel + small kernel (RepConvFormer, NTIRE 2023 ESR report §4.29): no BN, with bias
+    'replk_dw_k5_s3': (6, lambda act, **kw: ReparamLargeKernelConv(6, 6, 5, 3, act, groups=6, **kw)),
+    'replk_k3_s1_diff': (4, lambda act, **kw: ReparamLargeKernelConv(4, 6, 3, 1, act, **kw)),
+    'replk_dw_k5_s3_s2_nobias': (4, lambda act, **kw: ReparamLargeKernelConv(4, 4, 5, 3, act, groups=4, stride=2,
+                                                                             bias=False, **kw)),
+    # DBB (Ding et al., CVPR 2021): kxk+BN, 1x1+BN, 1x1 -> BN-value pad -> kxk -> BN, 1x1 -> BN-value pad -> avg -> BN
+    'dbb_same': (5, lambda act, **kw: DiverseBranchBlock(5, 5, 3, act, **kw)),
+    'dbb_diff_internal': (4, lambda act, **kw: DiverseBranchBlock(4, 6, 3, act, internal_channels=7, **kw)),
+    'dbb_g2_s2': (4, lambda act, **kw: DiverseBranchBlock(4, 6, 3, act, groups=2, stride=2, **kw)),
+    'dbb_dw': (6, lambda act, **kw: DiverseBranchBlock(6, 6, 3, act, groups=6, **kw)),  # pooling only, 2x inner
+    'dbb_dw_k5_s2': (4, lambda act, **kw: DiverseBranchBlock(4, 4, 5, act, groups=4, stride=2, **kw)),
+    'dbb_k3x5': (4, lambda act, **kw: DiverseBranchBlock(4, 5, (3, 5), act, **kw)),
+    # DLFAN's LEDBB (NTIRE 2023 ESR report §4.18): DBB without the pooling branch
+    'ledbb_same': (6, lambda act, **kw: LEDBB(6, 6, 3, act, **kw)),
+    'ledbb_diff_s2': (4, lambda act, **kw: LEDBB(4, 7, 3, act, stride=2, **kw)),
+    # RepRFN's RepBlock (NTIRE 2023 ESR report §4.16): 3x3 + 3x1 + 1x3 + 1x1 + 1x1->3x3 + identity + ECB edges
+    'reprfn_same': (6, lambda act, **kw: RepRFNBlock(6, 6, act, **kw)),
+    'reprfn_diff_k5': (4, lambda act, **kw: RepRFNBlock(4, 6, act, kernel_size=5, expand=1.5, **kw)),
+    'reprfn_nobias_noidt': (5, lambda act, **kw: RepRFNBlock(5, 5, act, bias=False, with_idt=False, **kw)),
 }
 DEPLOY_KEYS = {CollapsibleBlock: 'conv3x3', RRRB: 'rep_conv', RepVGGBlock: 'rbr_reparam', ECB: 'rbr_reparam',
-               ACBlock: 'fused_conv'}
+               ACBlock: 'fused_conv', NRB: 'rep_conv', RVSRRepConv: 'rep_conv'}
+DEPLOY_KEYS[Conv3XC] = 'eval_conv'
+DEPLOY_KEYS[ReparamLargeKernelConv] = 'lkb_reparam'
+DEPLOY_KEYS.update({DiverseBranchBlock: 'dbb_reparam', LEDBB: 'dbb_reparam', RepRFNBlock: 'rbr_reparam'})
 
 
 def out_size(block, h, w):
@@ -949,3 +999,546 @@ def test_photo_helper():
     assert gray.dtype == torch.float64 and torch.equal(gray[:, 0], gray[:, 2])
     with pytest.raises(ValueError):
         photo('astronaut', 1000, 10)
+
+
+# ---------------------------------------------------------------- RVSR RepConv specifics
+
+def test_rvsr_repconv_training_form_matches_official_formula():
+    """huai-chang/RVSR models/train_arch.py RepConv: per branch t = W0 x + b0, reduce(K1 * pad_b0(t) + b1)
+    (no inner identity, unlike RRRB); plus res_conv3x3(x) (pad 1) + res_conv1x1(x) + x."""
+    block = randomize(RVSRRepConv(4, ratio=2), seed=21).double()
+    x = random_input(2, 4, 5, 6, torch.float64, seed=7)
+    ref = F.conv2d(x, block.res_conv3x3.weight, block.res_conv3x3.bias, padding=1) \
+        + F.conv2d(x, block.res_conv1x1.weight, block.res_conv1x1.bias) + x
+    for suffix in ('', '1'):
+        e, f, r = (getattr(block, f'{name}{suffix}_conv') for name in ('expand', 'fea', 'reduce'))
+        assert e.weight.shape == (8, 4, 1, 1) and f.weight.shape == (8, 8, 3, 3) and r.weight.shape == (4, 8, 1, 1)
+        t = F.conv2d(x, e.weight, e.bias)
+        ref = ref + F.conv2d(F.conv2d(pad_with(t, e.bias), f.weight, f.bias), r.weight, r.bias)
+    assert (block.forward_train(x) - ref).abs().max() <= TOL64
+    assert {k.split('.')[0] for k in block.state_dict()} == {
+        'expand_conv', 'fea_conv', 'reduce_conv', 'expand1_conv', 'fea1_conv', 'reduce1_conv', 'res_conv3x3',
+        'res_conv1x1'}
+    assert RVSRRepConv.deploy_key == 'rep_conv'
+
+
+def test_rvsr_repconv_every_branch_matters_and_zero_padding_is_caught():
+    """Dropping any branch changes the output; padding the expand output with zeros instead of its
+    bias breaks the fusion on the border only."""
+    block = randomize(RVSRRepConv(4, ratio=2), seed=22).double().eval()
+    x = random_input(1, 4, 6, 7, torch.float64, seed=8)
+    y = block.forward_train(x)
+    for name in ('expand_conv', 'fea1_conv', 'res_conv3x3', 'res_conv1x1'):
+        ablated = copy.deepcopy(block)
+        for p in getattr(ablated, name).parameters():
+            p.data.zero_()
+        assert (ablated.forward_train(x) - y).abs().max() > 1e-3, name
+    fused = fused_copy(block)
+    zero_padded = copy.deepcopy(block)
+    for e in (zero_padded.expand_conv, zero_padded.expand1_conv):
+        e.padding = (0, 0)
+    for f in (zero_padded.fea_conv, zero_padded.fea1_conv):
+        f.padding = (1, 1)
+    diff = (zero_padded.forward_train(x) - linear_part(fused, x)).abs()
+    assert diff[..., 1:-1, 1:-1].max() <= TOL64 and diff.max() > 1e-3
+
+
+@pytest.mark.parametrize('make, arg', [(lambda: RVSRRepConv(0), 'channels'), (lambda: RVSRRepConv(4, ratio=0), 'ratio'),
+                                       (lambda: RVSRRepConv(4, ratio=0.1), 'ratio'),
+                                       (lambda: RVSRRepConv(4, act_type='swish'), 'act_type')])
+def test_rvsr_repconv_refuses_impossible_arguments(make, arg):
+    with pytest.raises(ValueError) as info:
+        make()
+    assert '\n' not in str(info.value) and arg in str(info.value)
+
+
+# ---------------------------------------------------------------- BatchNorm feeding a conv; FMEN's ERB
+
+@pytest.mark.parametrize('groups,cin,cout,kernel,stride', [(1, 4, 6, (3, 3), 1), (2, 4, 6, (3, 3), 1),
+                                                           (4, 4, 4, (3, 3), 2), (1, 3, 5, (1, 3), 1),
+                                                           (1, 3, 2, (5, 5), 1), (3, 6, 3, (3, 1), 2)])
+def test_fuse_bn_before_conv_equals_the_bn_value_padded_conv(groups, cin, cout, kernel, stride):
+    """FMEN's merge_bn(before_conv=True) (Du et al., CVPRW 2022; NJU-Jet/FMEN reparameterize.py):
+    conv(bn(x)) with the BN output padded by bn(0) (= the BN applied to the zero-padded input)
+    equals the fused conv on zero-padded x on every pixel, grouped, strided and non-square kernels
+    included; padding bn(x) with zeros instead differs on the border only."""
+    from rtsr_arch.archs.rep.fusion import fuse_bn_before_conv
+
+    bn = randomize(nn.BatchNorm2d(cin), seed=31).double().eval()
+    kh, kw = kernel
+    w, b = _rand(cout, cin // groups, kh, kw, seed=32), _rand(cout, seed=33)
+    x = _rand(2, cin, 7, 6, seed=34)
+    pad = (kw // 2, kw // 2, kh // 2, kh // 2)
+    ref = F.conv2d(bn(F.pad(x, pad)), w, b, stride=stride, groups=groups)
+    for bias in (b, None):
+        wf, bf = fuse_bn_before_conv(w, bias, bn, groups)
+        expected = ref if bias is not None else ref - b.view(1, -1, 1, 1)
+        fused = F.conv2d(x, wf, bf, stride=stride, padding=(kh // 2, kw // 2), groups=groups)
+        assert fused.shape == ref.shape and (fused - expected).abs().max() <= TOL64
+    naive = F.conv2d(F.pad(bn(x), pad), w, b, stride=stride, groups=groups)
+    diff = (naive - ref).abs()
+    assert diff.max() > 1e-3
+    if stride == 1:  # pixels at least half a kernel from the border see no padding
+        rh, rw = kh // 2, kw // 2
+        assert diff[..., rh:diff.shape[-2] - rh, rw:diff.shape[-1] - rw].max() <= TOL64
+
+
+def test_bn_scale_shift_is_the_eval_batchnorm_and_its_value_at_zero():
+    from rtsr_arch.archs.rep.fusion import bn_scale_shift
+
+    bn = randomize(nn.BatchNorm2d(5), seed=35).double().eval()
+    x = _rand(2, 5, 3, 4, seed=36)
+    scale, shift = bn_scale_shift(bn)
+    assert (scale.view(1, -1, 1, 1) * x + shift.view(1, -1, 1, 1) - bn_eval(x, bn)).abs().max() <= TOL64
+    assert (bn(torch.zeros(1, 5, 1, 1, dtype=torch.float64)).view(-1) - shift).abs().max() <= TOL64
+
+
+def test_fuse_bn_before_conv_refuses_a_channel_mismatch():
+    from rtsr_arch.archs.rep.fusion import fuse_bn_before_conv
+
+    with pytest.raises(ValueError, match='BatchNorm normalizes 5'):
+        fuse_bn_before_conv(_rand(4, 3, 3, 3, seed=1), None, nn.BatchNorm2d(5))
+    with pytest.raises(ValueError, match='groups=2'):
+        fuse_bn_before_conv(_rand(4, 3, 3, 3, seed=1), None, nn.BatchNorm2d(5), groups=2)
+
+
+@pytest.mark.parametrize('ratio', [2, 1, 1.5])
+def test_erb_is_two_rrrbs_around_a_functional_leaky_relu(ratio):
+    """FMEN's ERB (train_fmen.py): conv1 (RRRB) -> LeakyReLU(0.1) -> conv2 (RRRB); deploys to two 3x3
+    convs under the official keys conv1.rep_conv / conv2.rep_conv (test_fmen.py, LMRLFN's
+    BasicBlock). The LeakyReLU is functional (the official module-level ``act``): no registered
+    activation module, so the NTIRE ESR hook counter does not see it."""
+    from rtsr_arch.archs.rep import ERB
+
+    block = randomize(ERB(5, ratio), seed=37).double().eval()
+    assert not any(isinstance(m, (nn.LeakyReLU, nn.ReLU)) for m in block.modules())
+    assert {k.rsplit('.', 2)[0] for k in block.state_dict()} == {'conv1', 'conv2'}
+    fused = reparameterize(copy.deepcopy(block))
+    assert fused.deploy and not block.deploy
+    expected = {f'conv{i}.rep_conv.{p}' for i in (1, 2) for p in ('weight', 'bias')}
+    assert set(fused.state_dict()) == expected == set(ERB(5, ratio, deploy=True).state_dict())
+    for h, w in SIZES:
+        x = random_input(2, 5, h, w, torch.float64, seed=h * 10 + w)
+        with torch.no_grad():
+            y = block(x)
+            ref = block.conv2(F.leaky_relu(block.conv1(x), 0.1))
+            assert torch.equal(y, ref)
+            assert (fused(x) - y).abs().max() <= TOL64
+    built = ERB(5, ratio, deploy=True).double()
+    built.load_state_dict(fused.state_dict(), strict=True)
+    with torch.no_grad():
+        assert torch.equal(built(x), fused(x))
+    assert ERB(5, slope=0.2).slope == 0.2
+    with pytest.raises(ValueError, match='slope'):
+        ERB(5, slope='x')
+
+
+# ---------------------------------------------------------------- SPAN's Conv3XC specifics
+
+def test_conv3xc_training_form_matches_span_formula():
+    """hongyuanyu/SPAN Conv3XC (Wan et al., CVPRW 2024), training mode: conv.2(conv.1(conv.0(pad(x, 1))))
+    + sk(x), the 1x1s and the 3x3 unpadded, widths in -> gain*in -> gain*out -> out; no identity."""
+    block = randomize(Conv3XC(4, 6, gain=2), seed=41).double()
+    x = random_input(2, 4, 5, 6, torch.float64, seed=9)
+    c0, c1, c2 = block.conv
+    t = F.conv2d(F.pad(x, [1, 1, 1, 1]), c0.weight, c0.bias)
+    ref = F.conv2d(F.conv2d(t, c1.weight, c1.bias), c2.weight, c2.bias) + F.conv2d(x, block.sk.weight, block.sk.bias)
+    assert (block.forward_train(x) - ref).abs().max() <= TOL64
+    assert c0.weight.shape == (8, 4, 1, 1) and c1.weight.shape == (12, 8, 3, 3) and c2.weight.shape == (6, 12, 1, 1)
+    assert block.sk.weight.shape == (6, 4, 1, 1) and Conv3XC.deploy_key == 'eval_conv'
+
+
+def test_conv3xc_keeps_eval_conv_as_buffers_under_the_official_keys():
+    """The official training module registers eval_conv too: here it is a pair of buffers (not
+    parameters) refreshed to the float64 fusion whenever a state dict is taken, so the training
+    layout is the official one and its eval_conv alone is a valid deploy conv."""
+    block = randomize(Conv3XC(4, 6, act_type='prelu'), seed=42).double().eval()
+    sd = block.state_dict()
+    assert set(sd) == {f'{m}.{t}' for m in ('sk', 'conv.0', 'conv.1', 'conv.2', 'eval_conv')
+                       for t in ('weight', 'bias')} | {'act.weight'}
+    assert not any('eval_conv' in n for n, _ in block.named_parameters())
+    assert {n for n, _ in block.named_buffers()} == {'eval_conv.weight', 'eval_conv.bias'}
+    fused = fused_copy(block)
+    assert torch.equal(sd['eval_conv.weight'], fused.eval_conv.weight)
+    assert torch.equal(sd['eval_conv.bias'], fused.eval_conv.bias)
+    built = Conv3XC(4, 6, act_type='prelu', deploy=True).double().eval()
+    built.load_state_dict({k: v for k, v in sd.items() if k.startswith(('eval_conv.', 'act.'))}, strict=True)
+    x = random_input(1, 4, 5, 7, torch.float64, seed=10)
+    with torch.no_grad():
+        assert_fused_close(block(x), built(x))
+    assert set(Conv3XC(4, 4, bias=False).state_dict()) == {'sk.weight', 'conv.0.weight', 'conv.1.weight',
+                                                           'conv.2.weight', 'eval_conv.weight'}
+
+
+def test_conv3xc_zero_padding_the_expanded_map_breaks_the_border():
+    """Negative control: padding conv.0's output with zeros (instead of its input, i.e. with its
+    bias) keeps the interior and breaks the border."""
+    block = randomize(Conv3XC(4, 5), seed=43).double().eval()
+    x = random_input(2, 4, 6, 7, torch.float64, seed=11)
+    c0, c1, c2 = block.conv
+    wrong = c2(F.conv2d(F.pad(F.conv2d(x, c0.weight, c0.bias), [1, 1, 1, 1]), c1.weight, c1.bias)) + block.sk(x)
+    diff = (wrong - linear_part(fused_copy(block), x)).abs()
+    assert diff[..., 1:-1, 1:-1].max() <= TOL64 and diff.max() > 1e-3
+
+
+@pytest.mark.parametrize('dtype', [torch.float16, torch.bfloat16, torch.float32], ids=['f16', 'bf16', 'f32'])
+def test_conv3xc_fuses_in_float64_and_keeps_dtype(dtype):
+    block = randomize(Conv3XC(4, 6, act_type='prelu', stride=2, groups=2), seed=44).to(dtype).eval()
+    reference = copy.deepcopy(block).double()
+    assert block.state_dict()['eval_conv.weight'].dtype == dtype
+    rtsr_arch.reparameterize(block)
+    assert {t.dtype for t in list(block.parameters()) + list(block.buffers())} == {dtype}
+    assert torch.equal(block.eval_conv.weight, fused_copy(reference).eval_conv.weight.to(dtype))
+
+
+@pytest.mark.parametrize('make, arg', [(lambda: Conv3XC(4, 4, gain=0), 'gain'),
+                                       (lambda: Conv3XC(4, 4, gain=1.5), 'gain'),
+                                       (lambda: Conv3XC(4, 6, groups=4), 'groups'),
+                                       (lambda: Conv3XC(4, 4, kernel_size=2), 'kernel_size'),
+                                       (lambda: Conv3XC(4, 4, stride=4), 'stride'),
+                                       (lambda: Conv3XC(0, 4), 'in_channels')])
+def test_conv3xc_refuses_impossible_arguments(make, arg):
+    with pytest.raises(ValueError) as info:
+        make()
+    message = str(info.value)
+    assert '\n' not in message and arg in message and message.startswith('Conv3XC:'), message
+
+
+# ---------------------------------------------------------------- RepLKNet's large-kernel conv specifics
+
+def test_replk_training_form_matches_the_official_formula():
+    """Aitical/NTIRE23_ESR_AIIASR ``ReparamLargeKernelConv`` (RepLKNet, Ding et al., CVPR 2022, §3.3):
+    ``lkb_origin(x) + small_conv(x)``, each padded by half its kernel; merged: the small kernel
+    zero-padded into the large one's centre, biases summed (``lkb_reparam``)."""
+    block = randomize(ReparamLargeKernelConv(6, 6, 9, 7, groups=6), seed=51).double()
+    x = random_input(2, 6, 11, 12, torch.float64, seed=12)
+    lk, sk = block.lkb_origin, block.small_conv
+    ref = F.conv2d(x, lk.weight, lk.bias, padding=4, groups=6) + F.conv2d(x, sk.weight, sk.bias, padding=3, groups=6)
+    assert (block.forward_train(x) - ref).abs().max() <= TOL64
+    fused = fused_copy(block)
+    assert torch.equal(fused.lkb_reparam.weight, lk.weight + F.pad(sk.weight, [1, 1, 1, 1]))
+    assert torch.equal(fused.lkb_reparam.bias, lk.bias + sk.bias)
+    assert set(fused.state_dict()) == {'lkb_reparam.weight', 'lkb_reparam.bias'}
+
+
+def test_replk_without_small_kernel_is_a_plain_conv():
+    block = randomize(ReparamLargeKernelConv(4, 4, 5, None), seed=52).double().eval()
+    assert set(block.state_dict()) == {'lkb_origin.weight', 'lkb_origin.bias'}
+    check_fused_equals_training(block, random_input(2, 4, 6, 7, torch.float64, seed=13))
+
+
+@pytest.mark.parametrize('make, arg', [(lambda: ReparamLargeKernelConv(4, 4, 5, 7), 'small_kernel'),
+                                       (lambda: ReparamLargeKernelConv(4, 4, 5, 2), 'small_kernel'),
+                                       (lambda: ReparamLargeKernelConv(4, 4, (5, 3), 3), 'kernel_size'),
+                                       (lambda: ReparamLargeKernelConv(4, 4, 4, 3), 'kernel_size'),
+                                       (lambda: ReparamLargeKernelConv(4, 6, 5, 3, groups=4), 'groups')])
+def test_replk_refuses_impossible_arguments(make, arg):
+    with pytest.raises(ValueError) as info:
+        make()
+    message = str(info.value)
+    assert '\n' not in message and arg in message and message.startswith('ReparamLargeKernelConv:'), message
+
+
+# ---------------------------------------------------------------- LKDN's RBSB and re-parameterized upsampler
+
+def _bsconv_rep_reference(x, sd):
+    """stella-von/LKDN ``BSConvU_rep`` (Xie et al., CVPRW 2023, Fig. 2d): y = pw(x) + x;
+    dw(y) + y + rep1x1(y), dw depthwise 3x3 padding 1, rep1x1 depthwise 1x1."""
+    c = sd['pw.weight'].shape[0]
+    y = F.conv2d(x, sd['pw.weight']) + x
+    return F.conv2d(y, sd['dw.weight'], sd['dw.bias'], padding=1, groups=c) + y + \
+        F.conv2d(y, sd['rep1x1.weight'], sd['rep1x1.bias'], groups=c)
+
+
+def _upsampler_rep_reference(x, sd, scale):
+    """stella-von/LKDN ``Upsampler_rep`` (Fig. 2e): conv1 (1x1) + conv3 (3x3 p1) + conv3x3 (valid) on
+    conv1x1(x) padded by one pixel whose value is conv1x1's bias (written explicitly), then
+    PixelShuffle."""
+    v = F.conv2d(x, sd['conv1x1.weight'], sd['conv1x1.bias'])
+    b = sd['conv1x1.bias'].view(1, -1, 1, 1)
+    v = F.pad(v - b, [1, 1, 1, 1]) + b
+    out = F.conv2d(x, sd['conv1.weight'], sd['conv1.bias']) + F.conv2d(x, sd['conv3.weight'], sd['conv3.bias'],
+                                                                       padding=1) + \
+        F.conv2d(v, sd['conv3x3.weight'], sd['conv3x3.bias'])
+    return F.pixel_shuffle(out, scale)
+
+
+@pytest.mark.parametrize('dtype', [torch.float64, torch.float32], ids=['f64', 'f32'])
+def test_bsconv_rep_training_form_matches_lkdn_and_fuses_to_a_bsconv(dtype):
+    """The RBSB equals the official formula; its fusion is a BSConv-U (pw: ``pw + I``, dw: ``dw +
+    I + rep1x1`` at the centre tap, bias ``dw.b + rep1x1.b``) under the same keys, equal on every
+    pixel (1xN and 2x2 inputs included), and what BSConvURep(deploy=True) / BSConvU load."""
+    block = randomize(BSConvURep(5, 5), seed=53).to(dtype).eval()
+    assert set(block.state_dict()) == {'pw.weight', 'dw.weight', 'dw.bias', 'rep1x1.weight', 'rep1x1.bias'}
+    assert block.pw.bias is None and block.rep1x1.weight.shape == (5, 1, 1, 1)
+    fused = rtsr_arch.reparameterize(copy.deepcopy(block))
+    assert fused.deploy and set(fused.state_dict()) == {'pw.weight', 'dw.weight', 'dw.bias'}
+    assert set(BSConvURep(5, 5, deploy=True).state_dict()) == set(BSConvU(5, 5).state_dict()) == set(fused.state_dict())
+    plain = BSConvU(5, 5).to(dtype)
+    plain.load_state_dict(fused.state_dict(), strict=True)
+    for i, (h, w) in enumerate(SIZES):
+        x = random_input(2, 5, h, w, dtype, seed=20 + i)
+        with torch.no_grad():
+            y = block(x)
+            assert (y - _bsconv_rep_reference(x, block.state_dict())).abs().max() <= 1e-12 * max(1, y.abs().max())
+            assert torch.equal(fused(x), plain(x))
+            assert_fused_close(y, fused(x))
+    assert rtsr_arch.reparameterize(fused) is fused  # idempotent
+
+
+def test_bsconv_rep_negative_control_dropping_a_branch_is_caught():
+    """Each folded term matters: fusing without the depthwise identity or without rep1x1 changes the output."""
+    block = randomize(BSConvURep(4, 4), seed=54).double().eval()
+    x = random_input(1, 4, 6, 7, torch.float64, seed=30)
+    (pw, _), (dw, b) = block.fuse()
+    for wrong_dw, wrong_b in ((dw - identity_kernel(4, 3, dw, groups=4), b),
+                              (dw - pad_kernel(block.rep1x1.weight, 3), b - block.rep1x1.bias)):
+        y = F.conv2d(F.conv2d(x, pw), wrong_dw, wrong_b, padding=1, groups=4)
+        assert (y - block(x)).abs().max() > 1e-3
+
+
+def test_bsconv_rep_refuses_different_widths_and_keeps_dtype():
+    with pytest.raises(ValueError, match=r'^BSConvURep: in_channels=4 != out_channels=6'):
+        BSConvURep(4, 6)
+    with pytest.raises(ValueError, match=r'^BSConvU: kernel_size=2'):
+        BSConvU(4, 4, 2)
+    block = randomize(BSConvURep(4, 4), seed=55).half()
+    reference = copy.deepcopy(block).double()
+    rtsr_arch.reparameterize(block)
+    assert {p.dtype for p in block.parameters()} == {torch.float16}
+    (pw, _), (dw, b) = reference.fuse()  # fused in float64, cast once
+    assert torch.equal(block.pw.weight, pw.half()) and torch.equal(block.dw.weight, dw.half())
+
+
+@pytest.mark.parametrize('scale', [2, 3, 4])
+@pytest.mark.parametrize('dtype', [torch.float64, torch.float32], ids=['f64', 'f32'])
+def test_rep_upsampler_training_form_matches_lkdn_and_fuses_exactly(scale, dtype):
+    """The re-parameterized upsampler equals the official formula (explicit bias padding of the
+    expansion) and fuses into one 3x3 conv under the official key ``0`` (``upsampler.0``),
+    equal on every pixel; PixelShuffle has no parameters."""
+    block = randomize(RepUpsampler(6, 3, scale), seed=56).to(dtype).eval()
+    assert {k.split('.')[0] for k in block.state_dict()} == {'conv1', 'conv3', 'conv1x1', 'conv3x3'}
+    assert block.conv1x1.weight.shape == (12, 6, 1, 1) and block.conv3x3.weight.shape == (3 * scale ** 2, 12, 3, 3)
+    fused = fused_copy(block)
+    assert set(fused.state_dict()) == {'0.weight', '0.bias'} == set(RepUpsampler(6, 3, scale, deploy=True).state_dict())
+    for i, (h, w) in enumerate(SIZES):
+        x = random_input(2, 6, h, w, dtype, seed=40 + i)
+        with torch.no_grad():
+            y = block(x)
+            assert y.shape == (2, 3, scale * h, scale * w)
+            assert (y - _upsampler_rep_reference(x, block.state_dict(), scale)).abs().max() <= 1e-12 * max(
+                1, y.abs().max()) * (1 if dtype == torch.float64 else 1e7)
+            assert_fused_close(linear_part(block, x), linear_part(fused, x))
+            assert torch.equal(F.pixel_shuffle(linear_part(fused, x), scale), fused(x))
+
+
+def test_rep_upsampler_negative_control_zero_padded_expansion_breaks_the_border():
+    """Padding the 1x1 expansion with zeros (instead of its bias) keeps the interior, breaks the border."""
+    block = randomize(RepUpsampler(4, 3, 2), seed=57).double().eval()
+    x = random_input(1, 4, 6, 7, torch.float64, seed=50)
+    wrong = block.conv1(x) + block.conv3(x) + block.conv3x3(F.pad(F.conv2d(x, block.conv1x1.weight,
+                                                                           block.conv1x1.bias), [1, 1, 1, 1]))
+    diff = (wrong - linear_part(fused_copy(block), x)).abs()
+    assert diff[..., 1:-1, 1:-1].max() <= TOL64 and diff.max() > 1e-3
+
+
+# ---------------------------------------------------------------- DBB / LEDBB / RepRFN's RepBlock specifics
+
+@pytest.mark.parametrize('channels,groups,kernel,stride', [(4, 1, 3, 1), (6, 2, 3, 2), (6, 3, (3, 5), 1),
+                                                           (5, 5, 5, 2), (4, 4, (1, 3), 1)])
+def test_avg_pool_kernel_equals_the_pooling(channels, groups, kernel, stride):
+    """DBB transV: the kernel of ``avg_pool_kernel`` in a conv with ``groups`` equals AvgPool2d
+    (zero padding counted, PyTorch's default) with the same stride, on every pixel; and on a map
+    already padded (the pooling then unpadded, as after a BNAndPadLayer)."""
+    kh, kw = (kernel, kernel) if isinstance(kernel, int) else kernel
+    x = random_input(2, channels, 7, 6, torch.float64, seed=61)
+    w = avg_pool_kernel(channels, kernel, x, groups)
+    assert w.shape == (channels, channels // groups, kh, kw)
+    pooled = F.avg_pool2d(x, (kh, kw), stride, padding=(kh // 2, kw // 2), count_include_pad=True)
+    conv = F.conv2d(x, w, stride=stride, padding=(kh // 2, kw // 2), groups=groups)
+    assert (conv - pooled).abs().max() <= 1e-15
+    padded = F.pad(x, [kw // 2, kw // 2, kh // 2, kh // 2], value=0.7)
+    assert (F.conv2d(padded, w, stride=stride, groups=groups) - F.avg_pool2d(padded, (kh, kw), stride)).abs().max() \
+        <= 1e-15
+
+
+def test_avg_pool_kernel_refuses_even_kernels_and_bad_groups():
+    like = torch.zeros(1)
+    with pytest.raises(ValueError, match='centre'):
+        avg_pool_kernel(4, 2, like)
+    with pytest.raises(ValueError, match='groups'):
+        avg_pool_kernel(6, 3, like, groups=4)
+
+
+def _bn_eval(t, sd, name):
+    return F.batch_norm(t, sd[f'{name}.running_mean'], sd[f'{name}.running_var'], sd[f'{name}.weight'],
+                        sd[f'{name}.bias'], training=False, eps=1e-5)
+
+
+def _pad_bn_value(t, sd, name, ph, pw):
+    """Pad with ``bias - running_mean * weight / sqrt(running_var + eps)`` (official BNAndPadLayer)."""
+    v = (sd[f'{name}.bias'] - sd[f'{name}.running_mean'] * sd[f'{name}.weight'] /
+         torch.sqrt(sd[f'{name}.running_var'] + 1e-5)).view(1, -1, 1, 1)
+    out = v.expand(t.shape[0], -1, t.shape[2] + 2 * ph, t.shape[3] + 2 * pw).clone()
+    out[:, :, ph:ph + t.shape[2], pw:pw + t.shape[3]] = t
+    return out
+
+
+def dbb_reference(x, sd, k, stride, groups, seq='dbb_1x1_kxk'):
+    """The official DiverseBranchBlock / LearnableEnhanced_DiverseBranchBlock forward (eval BNs),
+    written from DingXiaoH/DiverseBranchBlock ``diversebranchblock.py`` on the official keys."""
+    p = k // 2
+    y = _bn_eval(F.conv2d(x, sd['dbb_origin.conv.weight'], stride=stride, padding=p, groups=groups), sd,
+                 'dbb_origin.bn')
+    if 'dbb_1x1.conv.weight' in sd:
+        y = y + _bn_eval(F.conv2d(x, sd['dbb_1x1.conv.weight'], stride=stride, groups=groups), sd, 'dbb_1x1.bn')
+    if f'{seq}.idconv1.weight' in sd:
+        w = sd[f'{seq}.idconv1.weight']
+        ident = torch.zeros_like(w)
+        per = w.shape[1]
+        ident[torch.arange(w.shape[0]), torch.arange(w.shape[0]) % per] = 1
+        first = w + ident
+    else:
+        first = sd[f'{seq}.conv1.weight']
+    u = _pad_bn_value(_bn_eval(F.conv2d(x, first, groups=groups), sd, f'{seq}.bn1.bn'), sd, f'{seq}.bn1.bn', p, p)
+    y = y + _bn_eval(F.conv2d(u, sd[f'{seq}.conv2.weight'], stride=stride, groups=groups), sd, f'{seq}.bn2')
+    if 'dbb_avg.avgbn.weight' in sd:
+        if 'dbb_avg.conv.weight' in sd:
+            a = _pad_bn_value(_bn_eval(F.conv2d(x, sd['dbb_avg.conv.weight'], groups=groups), sd, 'dbb_avg.bn.bn'),
+                              sd, 'dbb_avg.bn.bn', p, p)
+            a = F.avg_pool2d(a, k, stride)
+        else:
+            a = F.avg_pool2d(x, k, stride, padding=p)
+        y = y + _bn_eval(a, sd, 'dbb_avg.avgbn')
+    return y
+
+
+@pytest.mark.parametrize('make,k,stride,groups,seq', [
+    (lambda: DiverseBranchBlock(5, 5, 3), 3, 1, 1, 'dbb_1x1_kxk'),
+    (lambda: DiverseBranchBlock(4, 6, 3, groups=2, stride=2), 3, 2, 2, 'dbb_1x1_kxk'),
+    (lambda: DiverseBranchBlock(6, 6, 3, groups=6), 3, 1, 6, 'dbb_1x1_kxk'),
+    (lambda: DiverseBranchBlock(4, 4, 5, internal_channels=6, stride=2), 5, 2, 1, 'dbb_1x1_kxk'),
+    (lambda: LEDBB(6, 6), 3, 1, 1, 'dbb_1x1_kxk_1'),
+    (lambda: LEDBB(4, 7, stride=2), 3, 2, 1, 'dbb_1x1_kxk_1')])
+def test_dbb_training_form_matches_the_official_formula(make, k, stride, groups, seq):
+    """Our DBB / LEDBB training form (eval BatchNorms) equals the official forward written on its
+    keys, and the fused conv equals both, on every pixel of odd and degenerate sizes."""
+    block = randomize(make(), seed=62).double().eval()
+    fused = fused_copy(block)
+    sd = block.state_dict()
+    for i, (h, w) in enumerate(SIZES):
+        x = random_input(2, block.in_channels, h, w, torch.float64, seed=70 + i)
+        with torch.no_grad():
+            ref = dbb_reference(x, sd, k, stride, groups, seq)
+            assert (block.forward_train(x) - ref).abs().max() <= 1e-12 * max(1, ref.abs().max())
+            assert_fused_close(ref, linear_part(fused, x))
+
+
+def test_ledbb_is_the_official_layout():
+    """LEDBB = DBB without ``dbb_avg``; the sequential branch is ``dbb_1x1_kxk_1`` with an
+    identity-based 1x1 (zero-initialized delta; the identity not in the state dict, but a buffer that
+    follows ``.to()``); BNAndPadLayer holds its BatchNorm as ``bn``; deploy key ``dbb_reparam``."""
+    block = LEDBB(4, 4)
+    names = {k.rsplit('.', 1)[0] for k in block.state_dict()}
+    assert names == {'dbb_origin.conv', 'dbb_origin.bn', 'dbb_1x1.conv', 'dbb_1x1.bn', 'dbb_1x1_kxk_1.idconv1',
+                     'dbb_1x1_kxk_1.bn1.bn', 'dbb_1x1_kxk_1.conv2', 'dbb_1x1_kxk_1.bn2'}
+    idconv = block.dbb_1x1_kxk_1.idconv1
+    assert isinstance(idconv, IdentityBasedConv1x1) and isinstance(idconv, nn.Conv2d)
+    assert torch.equal(idconv.weight, torch.zeros(4, 4, 1, 1))
+    assert torch.equal(idconv.get_actual_kernel()[:, :, 0, 0], torch.eye(4))
+    assert 'dbb_1x1_kxk_1.idconv1.id_tensor' not in block.state_dict() and idconv.double().id_tensor.dtype == \
+        torch.float64
+    assert isinstance(block.dbb_1x1_kxk_1.bn1, BNAndPadLayer) and block.dbb_1x1_kxk_1.conv2.padding == (0, 0)
+    assert {k.split('.')[0] for k in DiverseBranchBlock(4, 4).state_dict()} == {
+        'dbb_origin', 'dbb_1x1', 'dbb_1x1_kxk', 'dbb_avg'}
+    assert {k.split('.')[0] for k in DiverseBranchBlock(4, 4, groups=4).state_dict()} == {
+        'dbb_origin', 'dbb_1x1_kxk', 'dbb_avg'}  # depthwise: no 1x1 branch, 2x inner width, pooling only
+    assert DiverseBranchBlock(4, 4, groups=4).dbb_1x1_kxk.conv1.weight.shape == (8, 1, 1, 1)
+    assert set(LEDBB(4, 4, deploy=True).state_dict()) == {'dbb_reparam.weight', 'dbb_reparam.bias'}
+
+
+def test_dbb_negative_control_zero_padding_breaks_the_border():
+    """Padding the BatchNorm output of the 1x1 -> kxk branch with zeros (instead of its value at
+    zero input) keeps the interior and breaks the border: the BN-value padding is what makes the
+    fusion exact there."""
+    block = randomize(LEDBB(4, 4), seed=63).double().eval()
+    seq = block.dbb_1x1_kxk_1
+    x = random_input(1, 4, 6, 7, torch.float64, seed=64)
+    with torch.no_grad():
+        wrong = block.dbb_origin(x) + block.dbb_1x1(x) + seq.bn2(seq.conv2(F.pad(seq.bn1.bn(seq.idconv1(x)),
+                                                                                 [1, 1, 1, 1])))
+        diff = (wrong - linear_part(fused_copy(block), x)).abs()
+    assert diff[..., 1:-1, 1:-1].max() <= TOL64 and diff.max() > 1e-3
+
+
+# ECB's fixed edge filters as written in the official RepRFN ``SeqConv3x3`` (mask[i, 0, row, col])
+REPRFN_EDGES = {'sbx': [[1., 0., -1.], [2., 0., -2.], [1., 0., -1.]],
+                'sby': [[1., 2., 1.], [0., 0., 0.], [-1., -2., -1.]],
+                'lpl': [[0., 1., 0.], [1., -4., 1.], [0., 1., 0.]]}
+
+
+def reprfn_block_reference(x, sd, k=3):
+    """RepRFN's RepBlock (laonafahaodange/NTIRE2023-ESR-RepRFN ``RepBlock.forward``) on its keys,
+    before the activation: the seven convs' sum + x, each edge branch padded with its b0."""
+    p = k // 2
+    y = F.conv2d(x, sd['rbr_3x3_branch.weight'], sd.get('rbr_3x3_branch.bias'), padding=p)
+    y = y + F.conv2d(x, sd['rbr_3x1_branch.weight'], sd.get('rbr_3x1_branch.bias'), padding=(p, 0))
+    y = y + F.conv2d(x, sd['rbr_1x3_branch.weight'], sd.get('rbr_1x3_branch.bias'), padding=(0, p))
+    y = y + F.conv2d(x, sd['rbr_1x1_branch.weight'], sd.get('rbr_1x1_branch.bias'))
+    y = y + F.conv2d(F.conv2d(x, sd['rbr_1x1_3x3_branch_1x1.weight']), sd['rbr_1x1_3x3_branch_3x3.weight'], padding=p)
+    for edge, mask in REPRFN_EDGES.items():
+        q = f'rbr_conv1x1_{edge}_branch'
+        b0 = sd.get(f'{q}.b0')
+        t = F.conv2d(x, sd[f'{q}.k0'], b0)
+        t = F.pad(t, [1, 1, 1, 1]) if b0 is None else pad_with(t, b0)
+        c = t.shape[1]
+        kernel = sd[f'{q}.scale'] * torch.tensor(mask, dtype=x.dtype).expand(c, 1, 3, 3)
+        y = y + F.conv2d(t, kernel, sd.get(f'{q}.bias'), groups=c)
+    return y
+
+
+@pytest.mark.parametrize('make,k,idt', [(lambda: RepRFNBlock(6, 6, 'linear'), 3, True),
+                                        (lambda: RepRFNBlock(4, 6, 'linear', kernel_size=5, expand=1.5), 5, False),
+                                        (lambda: RepRFNBlock(5, 5, 'linear', bias=False), 3, True)])
+def test_reprfn_block_training_form_matches_the_official_formula(make, k, idt):
+    block = randomize(make(), seed=65).double().eval()
+    assert block.with_idt == idt
+    fused = fused_copy(block)
+    for i, (h, w) in enumerate(SIZES):
+        x = random_input(2, block.in_channels, h, w, torch.float64, seed=80 + i)
+        with torch.no_grad():
+            ref = reprfn_block_reference(x, block.state_dict(), k) + (x if idt else 0)
+            assert (block.forward_train(x) - ref).abs().max() <= 1e-12 * max(1, ref.abs().max())
+            assert_fused_close(ref, linear_part(fused, x))
+
+
+def test_reprfn_block_official_names_and_fixed_masks():
+    sd = RepRFNBlock(4, 4).state_dict()
+    assert {k.rsplit('.', 1)[0] for k in sd} == {
+        'rbr_3x3_branch', 'rbr_3x1_branch', 'rbr_1x3_branch', 'rbr_1x1_branch', 'rbr_1x1_3x3_branch_1x1',
+        'rbr_1x1_3x3_branch_3x3', 'rbr_conv1x1_sbx_branch', 'rbr_conv1x1_sby_branch', 'rbr_conv1x1_lpl_branch'}
+    assert sd['rbr_3x1_branch.weight'].shape == (4, 4, 3, 1) and sd['rbr_1x3_branch.weight'].shape == (4, 4, 1, 3)
+    assert sd['rbr_1x1_3x3_branch_1x1.weight'].shape == (8, 4, 1, 1) and 'rbr_1x1_3x3_branch_1x1.bias' not in sd
+    block = RepRFNBlock(4, 4)
+    assert not any(n.endswith('mask') for n, _ in block.named_parameters())  # fixed: buffers, not trained
+    assert RepRFNBlock.deploy_key == 'rbr_reparam'
+    assert LEDBB.deploy_key == DiverseBranchBlock.deploy_key == 'dbb_reparam'
+
+
+@pytest.mark.parametrize('make, arg, cls', [
+    (lambda: DiverseBranchBlock(4, 4, bias=False), 'bias', 'DiverseBranchBlock'),
+    (lambda: DiverseBranchBlock(4, 4, with_avg='yes'), 'with_avg', 'DiverseBranchBlock'),
+    (lambda: DiverseBranchBlock(8, 4, groups=4), 'with_avg', 'DiverseBranchBlock'),  # depthwise pooling: in == out
+    (lambda: DiverseBranchBlock(4, 4, internal_channels=0), 'internal_channels', 'DiverseBranchBlock'),
+    (lambda: DiverseBranchBlock(4, 4, groups=2, internal_channels=5), 'internal_channels', 'DiverseBranchBlock'),
+    (lambda: DiverseBranchBlock(4, 4, 2), 'kernel_size', 'DiverseBranchBlock'),
+    (lambda: LEDBB(4, 6, groups=4), 'groups', 'LEDBB'),
+    (lambda: RepRFNBlock(4, 4, kernel_size=1), 'kernel_size', 'RepRFNBlock'),
+    (lambda: RepRFNBlock(4, 4, kernel_size=(3, 5)), 'kernel_size', 'RepRFNBlock'),
+    (lambda: RepRFNBlock(4, 4, expand=0), 'expand', 'RepRFNBlock'),
+    (lambda: RepRFNBlock(4, 6, with_idt=True), 'with_idt', 'RepRFNBlock')])
+def test_dbb_and_reprfn_blocks_refuse_impossible_arguments_in_one_line(make, arg, cls):
+    with pytest.raises(ValueError) as info:
+        make()
+    message = str(info.value)
+    assert '\n' not in message and message.startswith(f'{cls}: {arg}='), message

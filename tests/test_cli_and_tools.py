@@ -4,6 +4,7 @@ import importlib
 import importlib.metadata
 import importlib.util
 import shutil
+import runpy
 import subprocess
 import sys
 from pathlib import Path
@@ -287,7 +288,11 @@ def test_missing_option_file_is_one_line(tmp_path):
     assert 'no such option file' in str(exc.value.code)
 
 
-def test_python_m_entry_points_exist():
-    for module in ('rtsr_arch.train', 'rtsr_arch.test'):
-        proc = subprocess.run([sys.executable, '-m', module, '-h'], capture_output=True, text=True, timeout=120)
-        assert proc.returncode == 0 and '--auto_resume' in proc.stdout and '--force_yml' in proc.stdout
+def test_python_m_entry_points_exist(capsys, monkeypatch):
+    """``python -m rtsr_arch.train -h`` in a fresh interpreter; ``rtsr_arch.test`` run as __main__ here."""
+    proc = subprocess.run([sys.executable, '-m', 'rtsr_arch.train', '-h'], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and '--auto_resume' in proc.stdout and '--force_yml' in proc.stdout
+    monkeypatch.setattr(sys, 'argv', ['rtsr_arch.test', '-h'])
+    with pytest.raises(SystemExit) as exc:
+        runpy.run_module('rtsr_arch.test', run_name='__main__')
+    assert exc.value.code == 0 and '--force_yml' in capsys.readouterr().out

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import rtsr_arch  # noqa: F401  (basicsr import aliases before anything imports basicsr)
-from rtsr_arch.models.lr_scheduler import (CosineRestartCyclesLR, CosineWarmupLR, available_schedulers,
+from rtsr_arch.models.lr_scheduler import (CosineRestartCyclesLR, CosineWarmupLR, KneeLR, available_schedulers,
                                            build_scheduler)
 
 OFFICIAL_PEAKS = (5e-4, 2.5e-4, 1.25e-4, 6.25e-5, 3.125e-5)
@@ -200,6 +200,7 @@ def test_cosine_warmup_rejects_bad_args(kwargs):
 SCHEDS = [
     ('CosineRestartCyclesLR', dict(cycle_iters=16, num_cycles=5, gamma=0.5, min_lr=1e-6, warmup_iters=3)),
     ('CosineWarmupLR', dict(total_iters=70, warmup_iters=7, min_lr=1e-6, warmup_start_factor=0.1)),
+    ('KneeLR', dict(explore_iters=21, total_iters=81, warmup_iters=6, min_lr=1e-6, interval=3)),
 ]
 
 
@@ -283,3 +284,107 @@ def test_build_scheduler_unknown_type_one_line_error(cfg):
     assert repr(cfg.get('type')) in msg
     for name in ('CosineRestartCyclesLR', 'CosineWarmupLR', 'StepLR', 'CosineAnnealingRestartLR'):
         assert name in msg
+
+
+# ------------------------------------------------------------------------------------------------ knee (RVSR)
+def knee_reference(peak_lr, warmup_steps, explore_steps, total_steps, min_lr, n):
+    """Re-derivation of huai-chang/RVSR ``tools/schedulers.py`` ``KneeLRScheduler`` as a stateful
+    simulation: ``current_step`` starts at 1 (its lr is set at construction) and each ``step()``
+    (once per epoch in RVSR) adds 1. Returns the lr of steps 0..n-1 (epochs, 0-based)."""
+    decay_steps = total_steps - (explore_steps + warmup_steps)
+    out, step = [], 1
+    for _ in range(n):
+        if step <= warmup_steps:
+            lr = peak_lr * step / warmup_steps
+        elif step <= explore_steps + warmup_steps:
+            lr = peak_lr
+        else:
+            lr = max(min_lr, peak_lr + (-1 * peak_lr / decay_steps) * (step - (explore_steps + warmup_steps)))
+        out.append(lr)
+        step += 1
+    return out
+
+
+@pytest.mark.parametrize('warmup,explore,total', [(0, 10, 50), (3, 10, 50), (4, 0, 20), (2, 5, 9)])
+@pytest.mark.parametrize('ipe', [1, 7])
+def test_knee_reproduces_the_per_epoch_reference(warmup, explore, total, ipe):
+    """Counts in epochs x iterations per epoch with interval = iterations per epoch: every
+    iteration of epoch e runs at the reference's lr of epoch e (constant within the epoch)."""
+    epochs = total + 6
+    opt = make_optimizer((5e-4, ))
+    sched = KneeLR(opt, explore_iters=explore * ipe, total_iters=total * ipe, warmup_iters=warmup * ipe,
+                   min_lr=1e-6, interval=ipe)
+    got = [lrs[0] for lrs in run(opt, sched, epochs * ipe)]
+    ref = knee_reference(5e-4, warmup, explore, total, 1e-6, epochs)
+    for t, lr in enumerate(got):
+        assert close(lr, ref[t // ipe]), (t, lr, ref[t // ipe])
+    if ipe == 1:  # counted in epochs, the arithmetic is the reference's: bit-identical
+        assert got == ref
+    assert all(lr == 1e-6 for lr in got[total * ipe:])
+
+
+@pytest.mark.parametrize('warmup,explore,total,floor', [(0, 12, 40, 1e-6), (5, 7, 40, 0.0), (6, 0, 6, 2e-6)])
+def test_knee_direct_formula_per_iteration(warmup, explore, total, floor):
+    base = 3e-3
+    opt = make_optimizer((base, ))
+    sched = KneeLR(opt, explore_iters=explore, total_iters=total, warmup_iters=warmup, min_lr=floor)
+    got = [lrs[0] for lrs in run(opt, sched, total + 10)]
+    for t, lr in enumerate(got):
+        n = t + 1
+        if n <= warmup:
+            want = base * n / warmup
+        elif n <= warmup + explore:
+            want = base
+        elif total == warmup + explore:
+            want = floor
+        else:
+            want = max(floor, base * (1 - (n - warmup - explore) / (total - warmup - explore)))
+        assert close(lr, want) if want else lr == want, (t, lr, want)
+    assert got[0] == (base / warmup if warmup else base)
+    assert close(got[max(warmup - 1, 0)], base) and close(max(got), base)  # warm-up end = peak (to rounding)
+
+
+def test_knee_official_rvsr_setting():
+    """RVSR (AIS 2024 RTSR report §3.5; huai-chang/RVSR configs/conf.yaml): peak 5e-4, warm-up 0,
+    explore 1000, total 5000 epochs, min 1e-6, 140 iterations per epoch (huai-chang/RVSR
+    pretrianed/pretrained.ckpt: global step 417,200 at epoch 2,980)."""
+    ipe = 140
+    opt = make_optimizer((5e-4, ))
+    sched = build_scheduler(opt, dict(type='KneeLR', explore_iters=1000 * ipe, total_iters=5000 * ipe,
+                                      min_lr=1e-6, interval=ipe))
+
+    def lr_at(epoch, offset=0):
+        sched.last_epoch = epoch * ipe + offset
+        return sched.get_lr()[0]
+
+    assert lr_at(0) == lr_at(999, ipe - 1) == 5e-4
+    assert close(lr_at(1000), 5e-4 * (1 - 1 / 4000)) and lr_at(1000) == lr_at(1000, ipe - 1)
+    assert close(lr_at(2980), 5e-4 * (1 - 1981 / 4000))
+    assert close(lr_at(4990), 5e-4 * 9 / 4000) and lr_at(4990, ipe - 1) == lr_at(4990)
+    assert close(lr_at(4991), 1e-6)  # the line meets min_lr at epoch 4991, then stays on the floor
+    assert lr_at(4992) == lr_at(4999) == lr_at(6000) == 1e-6
+    # the released checkpoint's run was configured with total 10000 epochs (its hyper-parameters and
+    # scheduler state say so); its optimizer lr after epoch 2980 is recorded as 0.00038994444444444444
+    sched = KneeLR(make_optimizer((5e-4, )), explore_iters=1000, total_iters=10000, min_lr=1e-6)
+    sched.last_epoch = 2980
+    assert close(sched.get_lr()[0], 0.00038994444444444444)
+
+
+def test_knee_multiple_param_groups():
+    opt = make_optimizer((5e-4, 1e-3))
+    sched = KneeLR(opt, explore_iters=4, total_iters=12, min_lr=[1e-6, 0.0])
+    got = run(opt, sched, 14)
+    assert got[0] == got[3] == [5e-4, 1e-3]
+    assert all(close(a, b) for a, b in zip(got[5], [5e-4 * 6 / 8, 1e-3 * 6 / 8]))
+    assert got[11] == [1e-6, 0.0] and got[13] == [1e-6, 0.0]
+    with pytest.raises(ValueError, match='param groups'):
+        KneeLR(make_optimizer((5e-4, 1e-3)), explore_iters=1, total_iters=5, min_lr=[1e-6])
+
+
+@pytest.mark.parametrize('kwargs', [dict(explore_iters=10, total_iters=9), dict(explore_iters=5, total_iters=9,
+                                                                                 warmup_iters=5),
+                                    dict(explore_iters=-1, total_iters=9), dict(explore_iters=1, total_iters=9,
+                                                                                  interval=0)])
+def test_knee_rejects_bad_args(kwargs):
+    with pytest.raises(ValueError):
+        KneeLR(make_optimizer(), **kwargs)

@@ -262,11 +262,13 @@ def test_lrsrn_training_form_round_trip(run_inprocess, tmp_path, photos, variant
         assert torch.equal(converted_model.eval()(photos), model(photos))
 
 
-def test_unrecognised_checkpoint_names_the_importers(run_inprocess):
-    """CASR's training-form student (no importer yet): one line naming every importer."""
-    line = failed(run_inprocess('--input', fixture_file('casr_final_train.pt')))
-    assert 'casr_final_train.pt' in line and 'no importer recognises' in line
-    assert 'LRSRN' in line and 'RT4KSR' in line
+def test_unrecognised_checkpoint_names_the_importers(run_inprocess, tmp_path):
+    """An RT4KSR checkpoint with its tail renamed matches no importer: one line naming every importer."""
+    sd = torch.load(fixture_file('rt4ksr_x2.pth'), map_location='cpu', weights_only=True)['state_dict']
+    torch.save({k.replace('module.tail.', 'module.tail_renamed.'): v for k, v in sd.items()}, tmp_path / 'foreign.pth')
+    line = failed(run_inprocess('--input', tmp_path / 'foreign.pth'))
+    assert 'foreign.pth' in line and 'no importer recognises' in line
+    assert 'LRSRN' in line and 'RT4KSR' in line and 'CASR' in line
 
 
 def test_safetensors_output_loads_and_matches_reference(run_inprocess, photos, tmp_path):

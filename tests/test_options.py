@@ -58,6 +58,30 @@ def test_casr_stages_chain_to_the_bias_free_student():
     assert stages[2]['path']['strict_load_g'] is False  # stage 2's biases are dropped on load
     teacher = build_network(stages[1]['network_t'])
     assert sum(p.numel() for p in teacher.parameters()) == 398_768  # the official CASR teacher (deploy)
+    # the CASR network itself (rlghksdbs/CASR configs/AIS_{scratch,finetune,lasttune}_model.yml), the same
+    # except for the bias; stage 3 loads stage 2's weights non-strictly: only the 19 biases are dropped
+    students = [build_network(s['network_g']) for s in stages]
+    assert [type(n).__name__ for n in students] == ['CASR'] * 3
+    assert [{k: v for k, v in n.network_opt.items() if k != 'bias'} for n in students] == \
+        [{k: v for k, v in students[0].network_opt.items() if k != 'bias'}] * 3
+    assert sum(p.numel() for p in students[0].parameters()) == 382_033
+    result = students[2].load_state_dict(students[1].state_dict(), strict=False)
+    assert not result.missing_keys and len(result.unexpected_keys) == 19
+    assert all(k.endswith('.bias') for k in result.unexpected_keys)
+    assert [s['model_type'] for s in stages] == ['RTSRModel', 'KDModel', 'KDModel']
+    assert [s['train']['losses'][0]['type'] for s in stages] == ['L1Loss', 'MSELoss', 'MSELoss']
+    assert [(s['train']['optim_g']['type'], s['train']['optim_g']['lr']) for s in stages] == \
+        [('Adam', 5e-4), ('Adam', 5e-5), ('AdamW', 5e-5)]
+    assert [s['train']['scheduler']['min_lr'] for s in stages] == [1e-6, 1e-6, 1e-8]
+    assert all(s['train']['kd']['output'] == {'criterion': 'l2', 'loss_weight': 0.1} for s in stages[1:])
+    assert all(s['network_t'] == stages[1]['network_t'] for s in stages[1:])
+    for stage in stages:  # HR patch 384, batch 8, AMP, clipping 0.1, cosine restarts
+        train = stage['datasets']['train']
+        assert train['gt_size'] == 384 and train['batch_size_per_gpu'] == 8
+        assert stage['train']['mixed_precision'] == 'fp16' and stage['train']['grad_clip'] == 0.1
+        assert stage['train']['scheduler']['type'] == 'CosineRestartCyclesLR'
+    assert [sorted(s['datasets']['train']['dataroots_lq']) for s in stages] == \
+        [['qp31'], [f'qp{q}' for q in (31, 39, 47, 55, 63)], [f'qp{q}' for q in (31, 39, 47, 55, 63)]]
 
 
 @pytest.mark.parametrize('path', [p for p in OPTION_FILES if p.parts[-3] == 'train'], ids=lambda p: p.name)

@@ -36,9 +36,11 @@ def test_all_architectures_report(tmp_path, capsys):
     lrsrn = count_ntire_esr(build_network({'type': 'LRSRN', 'deploy': True}), (1, 3, 1080, 1920))
     assert rows['LRSRN']['flops_4k_G'] == pytest.approx(lrsrn.flops / 1e9)
     assert rows['LRSRN']['num_conv'] == 6
-    for row in rows.values():
+    for name, row in rows.items():
         assert row['latency_ms'] > 0 and row['fps'] == pytest.approx(1000 / row['latency_ms'])
-        assert row['traffic_MB'] > 0 and row['input'] == '32x32'
+        cls = ARCH_REGISTRY.get(name)  # the 32 px crop, at the nearest multiple of the declared input multiple
+        side = max(cls.input_multiple * round(32 / cls.input_multiple), cls.min_input_size)
+        assert row['traffic_MB'] > 0 and row['input'] == f'{side}x{side}', (name, row['input'])
     env = report['environment']
     assert 'NOT the official protocol' in env['protocol'] and env['torch'] == torch.__version__
     assert (tmp_path / 'latency_vs_params.png').stat().st_size > 1000

@@ -18,8 +18,11 @@ from typing import Callable
 
 import torch
 
+from ..utils.checkpoint import PickledPlaceholder, module_state_dict
+
 __all__ = ['OfficialImport', 'Importer', 'IMPORTERS', 'register_importer', 'official_state_dict', 'find_importers',
-           'get_importer', 'top_level_names', 'count_indexed', 'infer_upscale', 'OfficialImportError']
+           'get_importer', 'top_level_names', 'count_indexed', 'infer_upscale', 'OfficialImportError',
+           'PickledModuleStateDict']
 
 WRAPPER_KEYS = ('state_dict', 'model_state_dict', 'model', 'net', 'network')
 WRAPPER_PREFIXES = ('module.', 'network.', 'model.')
@@ -68,11 +71,30 @@ def _is_state_dict(obj):
     return isinstance(obj, dict) and bool(obj) and all(isinstance(v, torch.Tensor) for v in obj.values())
 
 
+class PickledModuleStateDict(dict):
+    """The state dict of a whole pickled ``nn.Module`` (``torch.save(model)``, e.g. PRFDN's NTIRE
+    2023 file) that :func:`rtsr_arch.utils.checkpoint.restricted_load` read without running any
+    code from the file; ``pickled_class`` is the module's class as the pickle names it."""
+    pickled_class = ''
+
+
+def _pickled_module_class(obj):
+    """The class name of a pickled ``nn.Module`` placeholder (restricted reader), else ''."""
+    if isinstance(obj, PickledPlaceholder) and all(isinstance(vars(obj).get(k), dict)
+                                                   for k in ('_parameters', '_buffers', '_modules')):
+        return obj.pickled_name
+    return ''
+
+
 def official_state_dict(checkpoint, param_keys=('params', 'params_ema')):
     """The tensor dict inside ``checkpoint``: its first ``param_keys`` entry that is a state dict,
     else a wrapper's (``state_dict`` — Lightning and most training scripts —, ``model_state_dict``,
     ...), else the dict itself; with a wrapper prefix (``module.``, ``network.``, ``model.``)
-    removed when every key has it."""
+    removed when every key has it. A whole pickled ``nn.Module`` read by the restricted reader
+    gives its module state dict, as a :class:`PickledModuleStateDict` naming the class."""
+    pickled = _pickled_module_class(checkpoint)
+    if pickled:
+        checkpoint = module_state_dict(checkpoint)
     if not isinstance(checkpoint, dict):
         raise OfficialImportError(f'expected a state dict or a training checkpoint holding one, '
                                   f'got {type(checkpoint).__name__}')
@@ -89,6 +111,9 @@ def official_state_dict(checkpoint, param_keys=('params', 'params_ema')):
             if all(k.startswith(prefix) for k in sd):
                 sd = {k[len(prefix):]: v for k, v in sd.items()}
                 stripped = True
+    if pickled:
+        sd = PickledModuleStateDict(sd)
+        sd.pickled_class = pickled
     return sd
 
 

@@ -28,9 +28,9 @@ class FFTLoss(nn.Module):
 
     ``L = || [Re F(pred), Im F(pred)] - [Re F(target), Im F(target)] ||_1``: the real and
     imaginary parts are stacked on a last axis of size 2 and compared with L1. ``onesided=False`` (default)
-    uses the full ``torch.fft.fft2`` over (H, W) (as SAFMN++'s BasicSR ``FFTLoss``);
-    ``onesided=True`` uses ``torch.fft.rfft2`` (half spectrum, as the MIMO-UNet original; 'mean'
-    then averages over ``W // 2 + 1`` columns). ``norm``: 'backward' (unnormalized, default) or
+    uses the full ``torch.fft.fft2`` over (H, W); ``onesided=True`` uses ``torch.fft.rfft2`` (half
+    spectrum, as the MIMO-UNet original and SAFMN++'s ``FFTLoss`` in sunny2109/SAFMN; 'mean' then
+    averages over ``W // 2 + 1`` columns). ``norm``: 'backward' (unnormalized, default) or
     'ortho' (divided by ``sqrt(H * W)``).
     """
 

@@ -131,10 +131,10 @@ class KDModel(RTSRModel):
         self.adapters.to(self.device)
 
     def extra_trainable_modules(self):
-        return [self.adapters]
+        return super().extra_trainable_modules() + [self.adapters]
 
     def extra_state_modules(self):
-        return {'kd_adapters': self.adapters}
+        return {**super().extra_state_modules(), 'kd_adapters': self.adapters}
 
     def compute_losses(self, output):
         losses = super().compute_losses(output)

@@ -5,7 +5,7 @@ BasicSR's ``BaseModel.setup_schedulers`` only knows ``MultiStepLR``/``MultiStepR
 instead, which resolves ``type`` among this module's schedulers (plus BasicSR's two) and then
 among ``torch.optim.lr_scheduler``'s.
 
-Both schedulers here are closed-form in ``last_epoch`` (= the number of ``step()`` calls, i.e. the
+Every scheduler here is closed-form in ``last_epoch`` (= the number of ``step()`` calls, i.e. the
 iteration index): the lr never depends on the previous lr, so a scheduler restored with
 ``load_state_dict`` (the base class's, which restores ``last_epoch``) continues bit-identically.
 """
@@ -15,7 +15,7 @@ from basicsr.models import lr_scheduler as _basicsr_sched
 from torch.optim import lr_scheduler as _torch_sched
 from torch.optim.lr_scheduler import LRScheduler
 
-__all__ = ['CosineRestartCyclesLR', 'CosineWarmupLR', 'build_scheduler', 'available_schedulers']
+__all__ = ['CosineRestartCyclesLR', 'CosineWarmupLR', 'KneeLR', 'build_scheduler', 'available_schedulers']
 
 
 def _per_group(value, optimizer, name):
@@ -169,8 +169,82 @@ class CosineWarmupLR(LRScheduler):
     _get_closed_form_lr = get_lr
 
 
+class KneeLR(LRScheduler):
+    """RVSR's knee-shaped schedule: optional linear warm-up, a constant "explore" phase at the
+    peak, then a linear decay towards 0 floored at ``min_lr`` (official ``KneeLRScheduler``,
+    huai-chang/RVSR ``tools/schedulers.py``; AIS 2024 RTSR report §3.5: "5e-4 for the first 1000
+    epochs, after which it linearly decays until reaching 1e-6").
+
+    All counts are iterations. For iteration ``t`` (``= last_epoch``) the official step number is
+    ``n = (t // interval + 1) * interval`` (1-based: the reference starts at step 1 and sets the
+    lr of step 1 at construction); per param group (``p`` = its ``initial_lr``, ``W, E, T`` =
+    ``warmup_iters, explore_iters, total_iters``, ``D = T - E - W``):
+
+    - ``n <= W``: ``p * n / W`` (the first warm-up lr is ``p / W``, as the reference);
+    - ``n <= W + E``: ``p``;
+    - otherwise: ``max(min_lr, p - p / D * (n - W - E))`` (the line reaches 0 at ``n = T``, not
+      ``min_lr``, as the reference; ``D = 0``: ``min_lr``).
+
+    ``interval = 1`` is the per-iteration schedule. The reference steps once per epoch; with
+    ``I`` iterations per epoch, ``interval = I`` and the epoch counts times ``I`` reproduce it
+    exactly: the lr is constant within an epoch and equals the reference's lr of that epoch. The
+    official RVSR setting (peak 5e-4, warm-up 0, explore 1000, total 5000 epochs, min 1e-6) with
+    140 iterations per epoch (4,450 training images, batch 32: the released checkpoint is at
+    global step 417,200 = epoch 2,980 x 140) is ``explore_iters = 140000``, ``total_iters =
+    700000``, ``min_lr = 1e-6``, ``interval = 140`` (or ``interval = 1`` for a smooth ramp that
+    differs from it by less than one epoch's decrement).
+
+    Args:
+        optimizer: wrapped optimizer; its param groups' lrs are the peaks (the reference's
+            ``peak_lr``, which RVSR sets equal to the optimizer lr).
+        explore_iters (int): iterations at the peak after the warm-up (>= 0).
+        total_iters (int): iteration at which the decay line reaches 0 (>= warm-up + explore).
+        warmup_iters (int): linear warm-up iterations (>= 0). Default: 0.
+        min_lr (float | list[float]): floor of the decay (per group if a list). Default: 0.
+        interval (int): iterations per reference step (>= 1). Default: 1.
+        last_epoch (int): as in torch's schedulers. Default: -1.
+    """
+
+    def __init__(self, optimizer, explore_iters, total_iters, warmup_iters=0, min_lr=0.0, interval=1,
+                 last_epoch=-1):
+        explore_iters, total_iters, warmup_iters, interval = (int(explore_iters), int(total_iters),
+                                                              int(warmup_iters), int(interval))
+        if warmup_iters < 0 or explore_iters < 0:
+            raise ValueError(f'warmup_iters and explore_iters must be >= 0, got {warmup_iters}, {explore_iters}')
+        if total_iters < warmup_iters + explore_iters:
+            raise ValueError(f'total_iters={total_iters} must be >= warmup_iters + explore_iters = '
+                             f'{warmup_iters + explore_iters}')
+        if interval < 1:
+            raise ValueError(f'interval must be >= 1, got {interval}')
+        self.explore_iters = explore_iters
+        self.total_iters = total_iters
+        self.warmup_iters = warmup_iters
+        self.interval = interval
+        self.min_lrs = _per_group(min_lr, optimizer, 'min_lr')
+        super().__init__(optimizer, last_epoch)
+
+    def get_lr(self):
+        t = max(self.last_epoch, 0)
+        n = (t // self.interval + 1) * self.interval
+        w, knee = self.warmup_iters, self.warmup_iters + self.explore_iters
+        decay = self.total_iters - knee
+        lrs = []
+        for peak, min_lr in zip(self.base_lrs, self.min_lrs):
+            if n <= w:
+                lrs.append(peak * n / w)
+            elif n <= knee:
+                lrs.append(peak)
+            elif decay == 0:
+                lrs.append(min_lr)
+            else:
+                lrs.append(max(min_lr, peak + (-1 * peak / decay) * (n - knee)))
+        return lrs
+
+    _get_closed_form_lr = get_lr
+
+
 def _own_schedulers():
-    schedulers = {cls.__name__: cls for cls in (CosineRestartCyclesLR, CosineWarmupLR)}
+    schedulers = {cls.__name__: cls for cls in (CosineRestartCyclesLR, CosineWarmupLR, KneeLR)}
     # BasicSR's restart schedulers, so BasicSR-style configs keep working
     for name in ('MultiStepRestartLR', 'CosineAnnealingRestartLR'):
         schedulers.setdefault(name, getattr(_basicsr_sched, name))

@@ -124,6 +124,19 @@ class RTSRModel(SRModel):
         if self.channels_last:
             self.net_g_ema.to(memory_format=torch.channels_last)
 
+    @torch.no_grad()
+    def model_ema(self, decay=0.999):
+        """BasicSR's EMA of the parameters, plus the buffers (BatchNorm running statistics of
+        training forms): floating buffers are averaged like the parameters, others copied."""
+        super().model_ema(decay)
+        ema_buffers = dict(self.net_g_ema.named_buffers())
+        for name, buffer in self.get_bare_model(self.net_g).named_buffers():
+            if name in ema_buffers:
+                if buffer.is_floating_point():
+                    ema_buffers[name].mul_(decay).add_(buffer, alpha=1 - decay)
+                else:
+                    ema_buffers[name].copy_(buffer)
+
     def _build_losses(self):
         """``(log name, loss module)`` pairs from ``train.losses`` (duplicate names rejected)."""
         losses = []
@@ -154,8 +167,9 @@ class RTSRModel(SRModel):
         self.optimizers.append(self.optimizer_g)
 
     def extra_trainable_modules(self):
-        """Modules trained with ``net_g`` but not part of it (none here; KD adapters)."""
-        return []
+        """Modules trained with ``net_g`` but not part of it: losses with learnable parameters
+        (SAFMN++'s uncertainty scale); KDModel adds its adapters."""
+        return [loss for _, loss in self.cri_list if any(p.requires_grad for p in loss.parameters())]
 
     def get_optimizer(self, optim_type, params, lr, **kwargs):
         cls = getattr(torch.optim, str(optim_type), None)
@@ -342,8 +356,8 @@ class RTSRModel(SRModel):
         return state
 
     def extra_state_modules(self):
-        """Modules saved only in training states (KD adapters), by name."""
-        return {}
+        """Modules saved only in training states, by name: losses with parameters (and KD adapters)."""
+        return {f'loss_{name}': loss for name, loss in self.cri_list if any(True for _ in loss.parameters())}
 
     def save_training_state(self, epoch, current_iter):
         if current_iter == -1 or self.opt['rank'] != 0:

@@ -71,8 +71,8 @@ def check_fused(model, x):
         y, y_fused = model(x), fused(x)
     assert y.shape == y_fused.shape == (*x.shape[:2], x.shape[2] * model.upscale, x.shape[3] * model.upscale)
     err = (y - y_fused).abs().max().item()
-    if x.dtype == torch.float64:
-        assert err <= TOL64, f'float64: fused vs training max |diff| {err:.3g}'
+    if x.dtype == torch.float64:  # absolute for outputs up to 1; relative beyond (unnormalized deep nets)
+        assert err <= TOL64 * max(1.0, y.abs().max().item()), f'float64: fused vs training max |diff| {err:.3g}'
     else:
         scale = y.abs().max().item()
         assert err <= TOL32 * scale, f'float32: fused vs training max |diff| {err:.3g} vs scale {scale:.3g}'

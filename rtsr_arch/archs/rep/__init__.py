@@ -8,10 +8,21 @@ also honours any module's own ``reparameterize()`` method (whole-network transfo
 """
 from .acb import ACBlock
 from .base import ReparamBlock, reparameterize, reparameterize_children
+from .bsconv import BSConvU, BSConvURep, RepUpsampler
 from .collapsible import CollapsibleBlock
+from .conv3xc import Conv3XC
+from .dbb import LEDBB, DiverseBranchBlock
 from .ecb import ECB
+from .fmen_blocks import ERB, HFAB
+from .large_kernel import ReparamLargeKernelConv
+from .nrb import NRB
 from .repvgg import RepVGGBlock
+from .reprfn_block import RepRFNBlock
 from .rrrb import RRRB
+from .rrrb_conv import RRRBConv
+from .rvsr_repconv import RVSRRepConv
 
 __all__ = ['ReparamBlock', 'reparameterize', 'reparameterize_children', 'ACBlock', 'CollapsibleBlock', 'ECB',
-           'RepVGGBlock', 'RRRB']
+           'RepVGGBlock', 'RRRB', 'ERB', 'HFAB', 'NRB', 'RVSRRepConv', 'Conv3XC', 'RRRBConv',
+           'BSConvU', 'BSConvURep', 'RepUpsampler', 'ReparamLargeKernelConv',
+           'DiverseBranchBlock', 'LEDBB', 'RepRFNBlock']

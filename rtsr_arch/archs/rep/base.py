@@ -4,11 +4,12 @@ import copy
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from ..layers import make_activation
 from .fusion import pair
 
-__all__ = ['ReparamBlock', 'reparameterize', 'reparameterize_children']
+__all__ = ['ReparamBlock', 'reparameterize', 'reparameterize_children', 'pad_with_value']
 
 
 class ReparamBlock(nn.Module):
@@ -182,3 +183,12 @@ def reparameterize_children(module: nn.Module) -> nn.Module:
     for child in list(module.children()):
         reparameterize(child)
     return module
+
+
+def pad_with_value(t, value, pad):
+    """``t`` padded by ``pad = (ph, pw)`` pixels on each side with the per-channel ``value``:
+    interior pixels are ``t`` and border pixels ``value``, both exactly (no arithmetic on ``t``): the
+    "bias padding" (or BatchNorm-value padding) that makes 1x1 -> kxk fusion exact on the border."""
+    ph, pw = pad
+    border = F.pad(t.new_zeros(1, 1, t.shape[2], t.shape[3], dtype=torch.bool), [pw, pw, ph, ph], value=True)
+    return torch.where(border, value.view(1, -1, 1, 1).to(t.dtype), F.pad(t, [pw, pw, ph, ph]))

@@ -16,8 +16,8 @@ on the kxk conv (a strided 1x1 placed first would drop pixels the kxk needs).
 import torch
 from torch import nn
 
-__all__ = ['fuse_1x1_kxk', 'fuse_kxk_1x1', 'fuse_bn', 'pad_kernel', 'identity_kernel', 'dense_depthwise',
-           'dense_grouped', 'merge_parallel', 'pair']
+__all__ = ['fuse_1x1_kxk', 'fuse_kxk_1x1', 'fuse_bn', 'bn_scale_shift', 'fuse_bn_before_conv', 'pad_kernel',
+           'identity_kernel', 'avg_pool_kernel', 'dense_depthwise', 'dense_grouped', 'merge_parallel', 'pair']
 
 
 def pair(value, name='kernel_size'):
@@ -98,6 +98,46 @@ def fuse_bn(weight, bias, bn: nn.BatchNorm2d):
     return w, b
 
 
+def bn_scale_shift(bn: nn.BatchNorm2d):
+    """``(scale, shift)`` per channel of an inference-mode BatchNorm: ``bn(x) = scale * x + shift``.
+
+    ``shift = beta - running_mean * gamma / sqrt(running_var + eps)`` is also the BatchNorm's output
+    on a zero input: the value a map normalized by ``bn`` takes on zero padding (FMEN's
+    ``get_bn_bias``, the padding value of its HFAB training form).
+    """
+    std = (bn.running_var + bn.eps).sqrt()
+    gamma = torch.ones_like(std) if bn.weight is None else bn.weight
+    beta = torch.zeros_like(std) if bn.bias is None else bn.bias
+    scale = gamma / std
+    return scale, beta - bn.running_mean * scale
+
+
+def fuse_bn_before_conv(weight, bias, bn: nn.BatchNorm2d, groups=1):
+    """Fold an inference-mode BatchNorm that *feeds* a conv into the conv (FMEN ``merge_bn``,
+    ``before_conv=True``): ``conv(bn(x))`` -> ``conv'(x)`` with ``W'[o, c] = W[o, c] * scale[c]``
+    and ``b'[o] = b[o] + sum_{c, h, w} W[o, c, h, w] * shift[c]`` (:func:`bn_scale_shift`).
+
+    Any kernel size and ``groups`` (output ``o`` of group ``g`` reads input channels
+    ``g * in_g .. (g + 1) * in_g``). Always yields a bias. Exact on border pixels only if the conv's
+    input is padded with the BatchNorm's value at zero (``shift``; equivalently the BatchNorm is
+    applied to the zero-padded map) instead of zeros: the fused conv zero-pads ``x``, and
+    ``bn(0) = shift``. Stride and dilation do not matter.
+    """
+    out, in_g = weight.shape[:2]
+    _check_groups(groups, out_channels=out)
+    if in_g * groups != bn.num_features:
+        raise ValueError(f'the conv reads {in_g * groups} channels (groups={groups}), '
+                         f'the BatchNorm normalizes {bn.num_features}')
+    scale, shift = bn_scale_shift(bn)
+    per_out = out // groups
+    # the input channels each output reads: (out, in_g), group by group
+    index = (torch.arange(out, device=weight.device) // per_out * in_g)[:, None] + \
+        torch.arange(in_g, device=weight.device)[None, :]
+    w = weight * scale[index][:, :, None, None]
+    b = _bias(bias, out, weight) + (weight.sum((2, 3)) * shift[index]).sum(1)
+    return w, b
+
+
 def pad_kernel(weight, kernel_size):
     """Zero-pad a smaller centred kernel to ``kernel_size`` (int or (kh, kw)); DBB transVI.
 
@@ -128,6 +168,27 @@ def identity_kernel(channels, kernel_size, like, groups=1):
     w = like.new_zeros(channels, per_group, kh, kw)
     idx = torch.arange(channels, device=like.device)
     w[idx, idx % per_group, kh // 2, kw // 2] = 1
+    return w
+
+
+def avg_pool_kernel(channels, kernel_size, like, groups=1):
+    """``AvgPool2d(kernel_size)`` on ``channels`` maps as the kernel of a conv with ``groups`` groups
+    (DBB transV): shape (channels, channels / groups, kh, kw), ``1 / (kh * kw)`` at
+    [i, i mod (channels / groups), :, :] and 0 elsewhere (output ``i`` averages input ``i``).
+
+    Equal to the pooling with the same stride when the pooled map is padded the way the fused conv
+    pads: no padding (the pooling reads a map already padded by half the kernel, e.g. a
+    ``BNAndPadLayer``), or zero padding counted in the mean (``count_include_pad=True``, PyTorch's
+    default). kh and kw must be odd (centred on the same pixel as the other branches).
+    """
+    kh, kw = pair(kernel_size)
+    if kh % 2 == 0 or kw % 2 == 0:
+        raise ValueError(f'a {kh}x{kw} pooling window has no centre tap: the fusion needs odd kernel sizes')
+    _check_groups(groups, channels=channels)
+    per_group = channels // groups
+    w = like.new_zeros(channels, per_group, kh, kw)
+    idx = torch.arange(channels, device=like.device)
+    w[idx, idx % per_group] = 1.0 / (kh * kw)
     return w
 
 
