@@ -10,6 +10,8 @@ import re
 import sys
 import types
 
+import torchvision.transforms.functional
+
 __all__ = ['install_basicsr_aliases']
 
 _FUNCTIONAL_TENSOR = 'torchvision.transforms.functional_tensor'
@@ -61,8 +63,7 @@ class LooseVersion:
 def _alias_functional_tensor():
     if _module_exists(_FUNCTIONAL_TENSOR):
         return
-    import torchvision.transforms.functional as functional
-    sys.modules[_FUNCTIONAL_TENSOR] = functional
+    sys.modules[_FUNCTIONAL_TENSOR] = torchvision.transforms.functional
 
 
 def _alias_distutils_version():

@@ -1,7 +1,7 @@
 """``rtsr-convert`` (``tools/convert_official.py``) on the official RT4KSR and LRSRN checkpoints:
 the importer is auto-detected; the converted checkpoint (options embedded) + YAML rebuild a
 network whose output equals an independent functional re-implementation of the official forward
-(tests/official_reference.py) on real photographs, before and after reparameterization, and so
+(tests/archs/reference.py) on real photographs, before and after reparameterization, and so
 does ``load_model`` on the ``.pth`` and ``.safetensors`` outputs; the input and existing outputs
 are never written over; every error is one line, exit status 2, nothing written.
 
@@ -22,8 +22,8 @@ import numpy as np
 import pytest
 import torch
 
-FIXTURES = Path(os.environ.get('RTSR_OFFICIAL_FIXTURES')
-                or Path(__file__).resolve().parents[2] / 'shared/fixtures/official')
+from helpers import OFFICIAL_FIXTURES as FIXTURES, ROOT, load_module, official_fixture  # noqa: E402
+
 if not FIXTURES.is_dir():
     pytest.skip(f'official checkpoint fixtures not found at {FIXTURES} (set RTSR_OFFICIAL_FIXTURES)',
                 allow_module_level=True)
@@ -36,21 +36,12 @@ from rtsr_arch.commands import convert, reparam, runtime  # noqa: E402
 from rtsr_arch.loader import load_model  # noqa: E402
 from rtsr_arch.utils.checkpoint import load_state_dict_checked  # noqa: E402
 from rtsr_arch.utils.options import build_network, check_options  # noqa: E402
-from helpers import ROOT, load_module  # noqa: E402
 
-
-ref = load_module(Path(__file__).with_name('official_reference.py'))
+ref = load_module(Path(__file__).parent / 'archs' / 'reference.py')
 TOOL = ROOT / 'tools' / 'convert_official.py'
 SCRIPT = Path(sys.executable).with_name('rtsr-convert')  # the console script (pip install -e .)
 pytestmark = pytest.mark.usefixtures('torch_single_thread')
 MISSING_KEY = 'module.body.2.conv1.fea_conv.weight'
-
-
-def fixture_file(name):
-    path = FIXTURES / name
-    if not path.is_file():
-        pytest.skip(f'official fixture {path} is missing')
-    return path
 
 
 @pytest.fixture(scope='module')
@@ -145,7 +136,7 @@ def max_diff(a, b):
 
 @pytest.mark.parametrize('scale, params', [(2, 152_233), (3, 165_253)])
 def test_rt4ksr_official_matches_reference(runs, photos, scale, params):
-    official = torch.load(fixture_file(f'rt4ksr_x{scale}.pth'), map_location='cpu', weights_only=True)['state_dict']
+    official = torch.load(official_fixture(f'rt4ksr_x{scale}.pth'), map_location='cpu', weights_only=True)['state_dict']
     network_g, model, stdout = converted(runs, f'rt4ksr_x{scale}')
     assert stdout.startswith('detected: RT4KSR\n'), stdout
     assert network_g['type'] == 'RT4KSR'
@@ -180,7 +171,7 @@ def test_rt4ksr_official_matches_reference(runs, photos, scale, params):
 
 
 def test_lrsrn_casr_teacher_matches_reference(runs, photos):
-    official = torch.load(fixture_file('casr_teacher_deploy.pt'), map_location='cpu', weights_only=True)
+    official = torch.load(official_fixture('casr_teacher_deploy.pt'), map_location='cpu', weights_only=True)
     network_g, model, stdout = converted(runs, 'teacher')
     assert stdout.startswith('detected: LRSRN\n'), stdout
     assert network_g['type'] == 'LRSRN'
@@ -207,7 +198,7 @@ def failed(result):
 
 
 def test_wrong_arch_checkpoint(run_inprocess):
-    line = failed(run_inprocess('--arch', 'LRSRN', '--input', fixture_file('rt4ksr_x2.pth')))
+    line = failed(run_inprocess('--arch', 'LRSRN', '--input', official_fixture('rt4ksr_x2.pth')))
     assert 'rt4ksr_x2.pth' in line and 'LRSRN' in line
 
 
@@ -222,7 +213,7 @@ def test_bad_set_syntax(run_inprocess):
 
 
 def test_mismatched_checkpoint_names_missing_key(run_inprocess, tmp_path):
-    checkpoint = torch.load(fixture_file('rt4ksr_x2.pth'), map_location='cpu', weights_only=True)
+    checkpoint = torch.load(official_fixture('rt4ksr_x2.pth'), map_location='cpu', weights_only=True)
     del checkpoint['state_dict'][MISSING_KEY]
     torch.save(checkpoint, tmp_path / 'rt4ksr_x2_missing_key.pth')
     line = failed(run_inprocess('--arch', 'RT4KSR', '--input', tmp_path / 'rt4ksr_x2_missing_key.pth'))
@@ -264,7 +255,7 @@ def test_lrsrn_training_form_round_trip(run_inprocess, tmp_path, photos, variant
 
 def test_unrecognised_checkpoint_names_the_importers(run_inprocess, tmp_path):
     """An RT4KSR checkpoint with its tail renamed matches no importer: one line naming every importer."""
-    sd = torch.load(fixture_file('rt4ksr_x2.pth'), map_location='cpu', weights_only=True)['state_dict']
+    sd = torch.load(official_fixture('rt4ksr_x2.pth'), map_location='cpu', weights_only=True)['state_dict']
     torch.save({k.replace('module.tail.', 'module.tail_renamed.'): v for k, v in sd.items()}, tmp_path / 'foreign.pth')
     line = failed(run_inprocess('--input', tmp_path / 'foreign.pth'))
     assert 'foreign.pth' in line and 'no importer recognises' in line
@@ -272,7 +263,7 @@ def test_unrecognised_checkpoint_names_the_importers(run_inprocess, tmp_path):
 
 
 def test_safetensors_output_loads_and_matches_reference(run_inprocess, photos, tmp_path):
-    official = torch.load(fixture_file('casr_teacher_deploy.pt'), map_location='cpu', weights_only=True)
+    official = torch.load(official_fixture('casr_teacher_deploy.pt'), map_location='cpu', weights_only=True)
     line = failed(run_inprocess('--input', FIXTURES / 'casr_teacher_deploy.pt', out=tmp_path / 'teacher.onnx'))
     assert 'teacher.onnx: the output checkpoint must end in .pth, .pt, .safetensors' in line
     out = tmp_path / 'teacher.safetensors'
@@ -289,7 +280,7 @@ def test_safetensors_output_loads_and_matches_reference(run_inprocess, photos, t
 
 def test_never_writes_over_input_or_existing_outputs(run_inprocess, tmp_path):
     source = tmp_path / 'rt4ksr_x2.pth'
-    shutil.copy(fixture_file('rt4ksr_x2.pth'), source)
+    shutil.copy(official_fixture('rt4ksr_x2.pth'), source)
     original = source.read_bytes()
     for extra in ((), ('--overwrite',)):  # the input, never
         line = failed(run_inprocess('--input', source, *extra, out=source))
@@ -315,7 +306,7 @@ def test_never_writes_over_input_or_existing_outputs(run_inprocess, tmp_path):
 def test_reparam_official_checkpoint_without_options(tmp_path, capsys, photos):
     """``rtsr-reparam`` on an official training-form checkpoint: the importer is detected, no
     ``--opt`` needed; the deploy checkpoint equals the official forward."""
-    official = torch.load(fixture_file('rt4ksr_x2.pth'), map_location='cpu', weights_only=True)['state_dict']
+    official = torch.load(official_fixture('rt4ksr_x2.pth'), map_location='cpu', weights_only=True)['state_dict']
     out = tmp_path / 'rt4ksr_x2_deploy.pth'
     assert reparam.main(['--ckpt', str(FIXTURES / 'rt4ksr_x2.pth'), '--out', str(out)]) == 0
     stdout = capsys.readouterr().out
@@ -330,7 +321,7 @@ def test_reparam_official_checkpoint_without_options(tmp_path, capsys, photos):
 def test_runtime_loads_official_checkpoint(tmp_path):
     """``rtsr-runtime --ckpt`` reads official checkpoints through the one loader (``--set``: the
     importer's overrides)."""
-    args = ['--ckpt', str(fixture_file('casr_teacher_deploy.pt')), '--set', 'act_type=gelu', '--device', 'cpu',
+    args = ['--ckpt', str(official_fixture('casr_teacher_deploy.pt')), '--set', 'act_type=gelu', '--device', 'cpu',
             '--cpu-crop', '16', '--cpu-warmup', '0', '--cpu-repeat', '1', '--out', str(tmp_path)]
     assert runtime.main(args) == 0
     row = json.loads((tmp_path / 'runtime_4k.json').read_text())['results'][0]

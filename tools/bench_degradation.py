@@ -19,7 +19,9 @@ import platform
 import statistics
 import time
 
+import cv2
 import numpy as np
+import skimage.data
 
 import rtsr_arch  # noqa: F401  (basicsr import fixes, before basicsr)
 from rtsr_arch.data.codecs import library_versions
@@ -33,8 +35,6 @@ TILE_H, TILE_W = 216, 384  # fits inside every photo (chelsea is 300x451), 10x10
 
 def mosaic_4k(seed=0):
     """3840x2160 uint8 RGB: 10x10 native crops, photo k % 8 at tile k, random crop offsets."""
-    import skimage.data
-
     photos = []
     for name in PHOTOS:
         img = getattr(skimage.data, name)()
@@ -75,8 +75,6 @@ def main(argv=None):
     args = p.parse_args(argv)
 
     os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
-    import cv2
-
     cv2.setNumThreads(1)
     hr = mosaic_4k()
     ais24 = Degradation.from_opt({'preset_name': 'ais24', 'levels': args.qps, 'preset': args.preset})

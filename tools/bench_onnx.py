@@ -32,6 +32,7 @@ if str(ROOT) not in sys.path:
 
 from rtsr_arch.archs.rep import reparameterize  # noqa: E402
 from rtsr_arch.export import export_onnx  # noqa: E402
+from rtsr_arch.loader import load_model  # noqa: E402
 from rtsr_arch.utils.options import build_network  # noqa: E402
 
 MODELS = {
@@ -50,7 +51,6 @@ def load_network(name, use_official=True):
     """``(net, source)``: the deploy form of the paper default x2 network ``name``."""
     official = fixtures_dir() / OFFICIAL.get(name, '-')
     if use_official and official.is_file():
-        from rtsr_arch.loader import load_model
         return load_model(official), f'official {official.name}'
     torch.manual_seed(0)
     return reparameterize(build_network(MODELS[name])).eval(), 'initial weights'

@@ -32,12 +32,15 @@ import time
 from pathlib import Path
 
 import numpy as np
+import skimage.data
+import torch
 from PIL import Image, ImageDraw, ImageFont
 
 import rtsr_arch  # noqa: F401  (basicsr import fixes and registration, before basicsr)
 from rtsr_arch.data.degradations import ntire23_lr
 from rtsr_arch.loader import load_model
 from rtsr_arch.utils.options import dump_options
+from basicsr.metrics import calculate_psnr
 
 SCRIPT_DIR = Path(__file__).resolve().parent
 NAME = 'LRSRN_x2_demo'
@@ -55,8 +58,6 @@ def log(msg):
 # ----------------------------------------------------------------------------------------------
 # 1. data
 def load_photo(name):
-    import skimage.data
-
     if name.startswith('motorcycle_'):
         left, right, _ = skimage.data.stereo_motorcycle()
         img = left if name == 'motorcycle_left' else right
@@ -178,7 +179,6 @@ def run(cmd, cwd, threads):
 # ----------------------------------------------------------------------------------------------
 # 4. evaluate
 def psnr(img, ref):
-    from basicsr.metrics import calculate_psnr
     return float(calculate_psnr(img, ref, crop_border=SCALE, input_order='HWC', test_y_channel=False))
 
 
@@ -188,8 +188,6 @@ def bicubic_upscale(lr):
 
 
 def super_resolve(net, lr):
-    import torch
-
     x = torch.from_numpy(np.array(lr)).permute(2, 0, 1).unsqueeze(0).float().div(255)
     with torch.no_grad():
         y = net(x).clamp(0, 1).mul(255).round()
@@ -286,7 +284,6 @@ def main(argv=None):
     if args.iters < 1 or args.threads < 1:
         parser.error('--iters and --threads must be positive')
 
-    import torch
     torch.set_num_threads(args.threads)
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)

@@ -9,8 +9,7 @@ from torch import nn
 
 from .contract import Int, OneOf, SRArch
 from .layers import ACTIVATIONS, make_activation
-from .official import (OfficialImport, OfficialImportError, count_indexed, infer_upscale, register_importer,
-                       top_level_names)
+from .official import ImportNotes, OfficialImportError, count_indexed, infer_upscale, register_importer, top_level_names
 from .rep import ECB, NRB
 
 __all__ = ['ANUNet', 'NRBAct']
@@ -131,25 +130,9 @@ def import_official_anunet(sd, overrides):
     opt = dict(type='ANUNet', num_in_ch=num_in_ch, num_out_ch=num_in_ch, num_feat=num_feat, num_block=n - 2,
                upscale=infer_upscale(sd[f'backbone.{last}.{key}.weight'].shape[0], num_in_ch, shuffle_per_scale=2),
                deploy=deploy)
-    notes, assumed = [], []
-    if 'backbone.0.act.weight' in sd:
-        opt['act_type'] = 'prelu'
-    else:
-        opt['act_type'] = overrides.get('act_type', 'gelu')
-        if 'act_type' not in overrides:
-            assumed.append('act_type')
-            notes.append("act_type: not stored in the weights; using the official 'gelu' "
-                         "(override with --set act_type=...)")
-    if deploy:
-        opt['nrb_ratio'] = overrides.get('nrb_ratio', 2)
-        if 'nrb_ratio' not in overrides:
-            assumed.append('nrb_ratio')
-            notes.append('nrb_ratio: a deploy checkpoint does not record the training-form expansion ratio; '
-                         'using 2 (it does not change the deploy network)')
-    else:
-        mid = sd['backbone.1.nrb.expand_conv.weight'].shape[0]
-        if mid % num_feat:
-            raise OfficialImportError(f'ANUNet: NRB expanded width {mid} is not a multiple of num_feat={num_feat}')
-        opt['nrb_ratio'] = mid // num_feat
-    opt.update(overrides)
-    return OfficialImport(sd, opt, notes, tuple(assumed))
+    notes = ImportNotes(overrides)
+    notes.activation(opt, 'backbone.0.act.weight' in sd, 'gelu', "the official 'gelu'")
+    notes.expansion(opt, 'nrb_ratio', sd, 'backbone.1.nrb.expand_conv.weight', num_feat,
+                    'nrb_ratio: a deploy checkpoint does not record the training-form expansion ratio; using 2 (it '
+                    'does not change the deploy network)')
+    return notes.result(sd, opt)

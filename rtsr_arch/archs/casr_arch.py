@@ -2,14 +2,14 @@
 Aligned method for 4K Real-Time Single Image Super-Resolution", CVPRW 2024; team Z6, 1st place of the
 AIS 2024 Real-Time 4K SR challenge (challenge report §3.4, Fig. 8, Table 1).
 Official code: rlghksdbs/CASR@2b0554a (no licence stated)."""
-import torch
 from basicsr.utils.registry import ARCH_REGISTRY
 from torch import nn
 
 from .contract import Int, OneOf, SRArch
 from .layers import ACTIVATIONS
-from .official import OfficialImport, count_indexed, infer_upscale, register_importer, top_level_names
-from .rep import CollapsibleBlock
+from .official import (ImportNotes, OfficialImport, count_indexed, infer_upscale, register_importer, resolve_aliases,
+                       top_level_names)
+from .rep import COLLAPSIBLE_ALIASES, CollapsibleBlock
 
 __all__ = ['CASR', 'CASR_BLOCKS']
 
@@ -88,11 +88,6 @@ class CASR(SRArch):
         return self.upsampler1(self.input_conv2(self.upsampler(y) + x))
 
 
-# official RepBlockV5 registers its conv parameters a second time under these names
-_ALIASES = {'w0': 'conv0.weight', 'b0': 'conv0.bias', 'w1': 'conv1.weight', 'b1': 'conv1.bias',
-            'w0_b2': 'conv0_b2.weight', 'b0_b2': 'conv0_b2.bias', 'w1_b2': 'conv1_b2.weight', 'b1_b2': 'conv1_b2.bias'}
-
-
 def _block_prefixes(sd):
     return ['head', *(f'backbone.{i}' for i in range(count_indexed(sd, 'backbone'))), 'transition.0', 'input_conv2']
 
@@ -100,7 +95,7 @@ def _block_prefixes(sd):
 def _weight(sd, prefix, conv):
     """The weight of ``conv`` ('conv0', 'conv1', 'conv0_b2', 'conv3x3') of a block, under its
     official name or its alias."""
-    alias = {v: k for k, v in _ALIASES.items()}.get(f'{conv}.weight')
+    alias = {v: k for k, v in COLLAPSIBLE_ALIASES.items()}.get(f'{conv}.weight')
     return sd.get(f'{prefix}.{conv}.weight', sd.get(f'{prefix}.{alias}') if alias else None)
 
 
@@ -120,14 +115,8 @@ def import_official_casr(sd, overrides):
     fused checkpoint of the ``scratch_22.78`` folder (head/backbone/transition fused, ``input_conv2``
     still in training form), whose remaining training-form blocks are fused here with the block
     library (float64 merge) so that it loads as a deploy network."""
-    sd = dict(sd)
-    notes, assumed = [], []
-    for key in [k for k in sd if k.rsplit('.', 1)[-1] in _ALIASES]:
-        prefix, alias = key.rsplit('.', 1)
-        target = f'{prefix}.{_ALIASES[alias]}'
-        if target in sd and not torch.equal(sd[target], sd[key]):
-            raise ValueError(f"alias key '{key}' differs from '{target}'; the checkpoint is inconsistent")
-        sd.setdefault(target, sd.pop(key))
+    sd = resolve_aliases(sd, COLLAPSIBLE_ALIASES)
+    notes = ImportNotes(overrides)
 
     prefixes = _block_prefixes(sd)
     trained = [p for p in prefixes if _is_training_form(sd, p)]
@@ -142,17 +131,10 @@ def import_official_casr(sd, overrides):
         opt['feature_size'] = sd[f'{trained[0]}.conv0.weight'].shape[0]
         opt['feature_size_b2'] = sd[f'{trained[0]}.conv0_b2.weight'].shape[0]
     else:
-        assumed += ['feature_size', 'feature_size_b2']
-        notes.append('feature_size, feature_size_b2: a deploy checkpoint does not store the branch widths; '
-                     'using the official 256 and 128')
-    if any(k.endswith('act.weight') for k in sd):
-        opt['act_type'] = 'prelu'
-    else:
-        opt['act_type'] = overrides.get('act_type', 'gelu')
-        if 'act_type' not in overrides:
-            assumed.append('act_type')
-            notes.append("act_type: not stored in the weights; using the official 'gelu' "
-                         "(override with --set act_type=...)")
+        notes.assumed += ['feature_size', 'feature_size_b2']
+        notes.note('feature_size, feature_size_b2: a deploy checkpoint does not store the branch widths; '
+                   'using the official 256 and 128')
+    notes.activation(opt, any(k.endswith('act.weight') for k in sd), 'gelu', "the official 'gelu'")
     opt['bias'] = bias
     opt.update(overrides)
     if trained and len(trained) < len(prefixes):  # partially fused: fuse the rest, as the official fuse_model
@@ -164,8 +146,8 @@ def import_official_casr(sd, overrides):
             block.load_state_dict(part)
             block.to(next(iter(part.values())).dtype).reparameterize()
             sd.update({f'{prefix}.{k}': v for k, v in block.state_dict().items()})
-        notes.append(f"partially fused checkpoint: {', '.join(trained)} still in training form (the other blocks "
+        notes.note(f"partially fused checkpoint: {', '.join(trained)} still in training form (the other blocks "
                      f"fused); fused here with the block library (float64 merge), so it loads as a deploy network")
         trained = []
     opt['deploy'] = not trained
-    return OfficialImport(sd, opt, notes, tuple(assumed))
+    return OfficialImport(sd, opt, notes.notes, tuple(notes.assumed))

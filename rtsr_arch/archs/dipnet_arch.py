@@ -4,24 +4,24 @@ first by runtime; NTIRE 2023 ESR report §4.1, Fig. 1). Official code and weight
 xiumu00/DIPNet@69f43a7 ``models/DIPNet.py``, ``model_zoo/DIPNet.pth`` (MIT). The official
 repository publishes only the deploy (pruned, reparameterized) network; the training form here is
 built from the report's description (see :class:`DIPNet`)."""
-import re
-
 from basicsr.utils.registry import ARCH_REGISTRY
 from torch import nn
 
 from .contract import Int, OneOf, SRArch
-from .layers import ACTIVATIONS, ESA, ESA_MIN_INPUT_SIZE, conv_pixel_shuffle, make_activation
-from .official import OfficialImport, OfficialImportError, infer_upscale, register_importer, top_level_names
+from .layers import (ESA, ESA_MIN_INPUT_SIZE, PARAMETER_FREE_ACTIVATIONS, LocalFeatureBlock, ResidualTrunk,
+                     conv_pixel_shuffle, make_activation)
+from .official import (OFFICIAL_LEAKY_RELU, ImportNotes, count_numbered, numbered_layout, register_importer,
+                       trunk_options)
 from .rep import ReparamBlock, RRRBConv, reparameterize_children
 
 __all__ = ['DIPNet', 'RRFB', 'DIPNET_ACTIVATIONS']
 
 # one activation module serves mid and num_feat channels, as in the official block: no PReLU
-DIPNET_ACTIVATIONS = tuple(a for a in ACTIVATIONS if a != 'prelu')
+DIPNET_ACTIVATIONS = PARAMETER_FREE_ACTIVATIONS
 REP_CONVS = ('c1_r', 'c2_r', 'c3_r')
 
 
-class RRFB(nn.Module):
+class RRFB(LocalFeatureBlock):
     """DIPNet's reparameterized residual feature block (report Fig. 1b; official ``RRFB``), RLFN's
     RLFB with bias-free convs: ``r = act(c3_r(act(c2_r(act(c1_r(x)))))) + x`` (3x3 convs
     C -> mid -> mid -> C), then ``esa(c5(r))`` (c5 1x1 C -> C without bias, the light ESA with
@@ -37,19 +37,15 @@ class RRFB(nn.Module):
     def __init__(self, num_feat, mid_channels, esa_channels=16, act_type='lrelu', ratio=2, bias=False, deploy=False):
         super().__init__()
         self.deploy = deploy
-        widths = {'c1_r': (num_feat, mid_channels), 'c2_r': (mid_channels, mid_channels),
-                  'c3_r': (mid_channels, num_feat)}
-        for name, (cin, cout) in widths.items():
-            conv = nn.Conv2d(cin, cout, 3, padding=1, bias=bias) if deploy else \
-                RRRBConv(cin, cout, ratio=ratio, bias=bias)
-            self.add_module(name, conv)
+
+        def conv(cin, cout):
+            return nn.Conv2d(cin, cout, 3, padding=1, bias=bias) if deploy else RRRBConv(cin, cout, ratio=ratio,
+                                                                                          bias=bias)
+
+        self.add_convs(num_feat, mid_channels, conv)
         self.c5 = nn.Conv2d(num_feat, num_feat, 1, bias=False)
         self.esa = ESA(num_feat, esa_channels, variant='light')
         self.act = make_activation(act_type, num_feat)
-
-    def forward(self, x):
-        r = self.act(self.c3_r(self.act(self.c2_r(self.act(self.c1_r(x))))))
-        return self.esa(self.c5(r + x))
 
     def reparameterize(self):
         """Fuse the three RRRBConvs (block library, float64) and store each fused conv under the
@@ -64,7 +60,7 @@ class RRFB(nn.Module):
 
 
 @ARCH_REGISTRY.register()
-class DIPNet(SRArch):
+class DIPNet(ResidualTrunk, SRArch):
     """DIPNet (NTIRE 2023 ESR report §4.1, Fig. 1; official ``models/DIPNet.py``): the RLFN_Prune
     topology with every trunk conv bias-free. ``conv_1`` (3x3, 3 -> C) -> ``block_1..block_N``
     :class:`RRFB` (C 44, mid 38, ESA 16) -> ``conv_2`` (3x3 C -> C) + conv_1's output ->
@@ -119,31 +115,17 @@ class DIPNet(SRArch):
         self.receptive_radius = None
         self.deploy = deploy
         self.conv_1 = nn.Conv2d(num_in_ch, num_feat, 3, padding=1, bias=False)
-        self.block_names = [f'block_{i}' for i in range(1, num_block + 1)]
-        for name in self.block_names:
-            self.add_module(name, RRFB(num_feat, mid_channels, esa_channels, act_type, rep_ratio, block_bias, deploy))
+        self.add_blocks([RRFB(num_feat, mid_channels, esa_channels, act_type, rep_ratio, block_bias, deploy)
+                         for _ in range(num_block)])
         self.conv_2 = nn.Conv2d(num_feat, num_feat, 3, padding=1, bias=False)
         self.upsampler = conv_pixel_shuffle(num_feat, num_out_ch, upscale, bias=False)
-
-    def forward(self, x):
-        fea = self.conv_1(x)
-        out = fea
-        for name in self.block_names:
-            out = getattr(self, name)(out)
-        return self.upsampler(self.conv_2(out) + fea)
-
-
-def _block_numbers(sd):
-    names = {k.split('.', 1)[0] for k in sd}
-    return sorted(int(m.group(1)) for m in map(re.compile(r'block_(\d+)').fullmatch, names) if m)
 
 
 def _is_dipnet(sd):
     # RLFN's top-level names and light ESA, but a bias-free conv_1 (RLFN's has a bias), and block
     # convs either plain (deploy: ``c1_r.weight``) or RRRBConvs (training: ``c1_r.expand_conv``);
     # DLFAN's ``c1_r.dbb_reparam`` is neither
-    blocks = _block_numbers(sd)
-    return bool(blocks) and top_level_names(sd) == {'conv_1', 'conv_2', 'upsampler'} | {f'block_{i}' for i in blocks} \
+    return numbered_layout(sd, DIPNet.trunk_names, DIPNet.block_prefix) \
         and 'conv_1.weight' in sd and 'conv_1.bias' not in sd and 'upsampler.0.bias' not in sd \
         and 'block_1.esa.conv3.weight' in sd and 'block_1.esa.conv_max.weight' not in sd \
         and ('block_1.c1_r.weight' in sd or 'block_1.c1_r.expand_conv.weight' in sd)
@@ -153,11 +135,9 @@ def _is_dipnet(sd):
 def import_official_dipnet(sd, overrides):
     """xiumu00/DIPNet ``model_zoo/DIPNet.pth`` (raw state dict, deploy form; byte-identical to the
     NTIRE 2024 ESR ``team45_VRTDIP.pth``), and this package's training-form state dicts."""
-    blocks = _block_numbers(sd)
-    if blocks != list(range(1, len(blocks) + 1)):
-        raise OfficialImportError(f'DIPNet blocks must be block_1..block_{len(blocks)}, found {blocks}')
-    num_feat, num_in_ch = sd['conv_1.weight'].shape[:2]
-    num_out_ch = int(overrides.get('num_out_ch', num_in_ch))
+    opt = trunk_options(sd, overrides, 'DIPNet', 'conv_1', 'upsampler.0',
+                        count_numbered(sd, DIPNet.block_prefix, 'DIPNet'))
+    num_feat, num_block = opt['num_feat'], opt['num_block']
     deploy = 'block_1.c1_r.expand_conv.weight' not in sd
     if deploy:
         mid = sd['block_1.c1_r.weight'].shape[0]
@@ -165,27 +145,13 @@ def import_official_dipnet(sd, overrides):
     else:
         mid = sd['block_1.c1_r.reduce_conv.weight'].shape[0]
         block_bias = 'block_1.c1_r.expand_conv.bias' in sd
-    opt = dict(type='DIPNet', num_in_ch=num_in_ch, num_out_ch=num_out_ch, num_feat=num_feat, num_block=len(blocks),
-               upscale=infer_upscale(sd['upsampler.0.weight'].shape[0], num_out_ch), mid_channels=mid,
-               esa_channels=sd['block_1.esa.conv1.weight'].shape[0], block_bias=block_bias, deploy=deploy)
-    notes, assumed = [], []
-    notes.append(f'{"deploy" if deploy else "training"} form: C {num_feat}, mid {mid}, {len(blocks)} blocks, '
-                 f"ESA {opt['esa_channels']}, x{opt['upscale']}{', biased block convs' if block_bias else ''}")
-    if deploy:
-        opt['rep_ratio'] = overrides.get('rep_ratio', 2)
-        if 'rep_ratio' not in overrides:
-            assumed.append('rep_ratio')
-            notes.append('rep_ratio: the training-form expansion is not stored in a deploy checkpoint; using 2 '
-                         '(it does not change the deploy network)')
-    else:
-        expanded = sd['block_1.c1_r.expand_conv.weight'].shape[0]
-        if expanded % num_feat:
-            raise OfficialImportError(f'{expanded} expanded features are not an integer multiple of C {num_feat}')
-        opt['rep_ratio'] = expanded // num_feat
-    opt['act_type'] = overrides.get('act_type', 'lrelu')
-    if 'act_type' not in overrides:
-        assumed.append('act_type')
-        notes.append("act_type: not stored in the weights; using the official LeakyReLU (slope 0.05) "
-                     "(override with --set act_type=...)")
-    opt.update(overrides)
-    return OfficialImport(sd, opt, notes, tuple(assumed))
+    opt.update(mid_channels=mid, esa_channels=sd['block_1.esa.conv1.weight'].shape[0], block_bias=block_bias,
+               deploy=deploy)
+    notes = ImportNotes(overrides)
+    notes.note(f'{"deploy" if deploy else "training"} form: C {num_feat}, mid {mid}, {num_block} blocks, '
+               f"ESA {opt['esa_channels']}, x{opt['upscale']}{', biased block convs' if block_bias else ''}")
+    notes.expansion(opt, 'rep_ratio', sd, 'block_1.c1_r.expand_conv.weight', num_feat,
+                    'rep_ratio: the training-form expansion is not stored in a deploy checkpoint; using 2 (it does '
+                    'not change the deploy network)')
+    notes.unstored(opt, 'act_type', 'lrelu', OFFICIAL_LEAKY_RELU)
+    return notes.result(sd, opt)

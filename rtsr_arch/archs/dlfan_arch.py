@@ -3,22 +3,21 @@ Ouyang, Ma, Liu, Zheng, Zhang, Zhang, Chen; NTIRE 2023 Efficient SR challenge, 1
 NTIRE 2023 ESR report §4.18, Figs. 28-29). Official code and weights: N1koLiu/NTIRE2023_ESR@66069f0
 ``models/team17_DLFAN.py``, ``model_zoo/team17_dlfan.pth`` (deploy) and
 ``model_zoo/team17_beforerep_dlfan.pth`` (training form) (MIT)."""
-import re
-
 from basicsr.utils.registry import ARCH_REGISTRY
 from torch import nn
 
 from .contract import Int, OneOf, SRArch
-from .layers import ACTIVATIONS, ESA, ESA_MIN_INPUT_SIZE, conv_pixel_shuffle, make_activation
-from .official import OfficialImport, OfficialImportError, infer_upscale, register_importer, top_level_names
+from .layers import (ESA, ESA_MIN_INPUT_SIZE, PARAMETER_FREE_ACTIVATIONS, LocalFeatureBlock, ResidualTrunk,
+                     conv_pixel_shuffle, make_activation)
+from .official import (ImportNotes, OfficialImportError, count_numbered, numbered_layout, register_importer,
+                       trunk_options)
 from .rep import LEDBB
 
 __all__ = ['DLFAN', 'DALFB', 'ESCA', 'DLFAN_ACTIVATIONS', 'DLFAN_SLOPE']
 
 # one activation module serves mid and num_feat channels, as in the official block: no PReLU
-DLFAN_ACTIVATIONS = tuple(a for a in ACTIVATIONS if a != 'prelu')
+DLFAN_ACTIVATIONS = PARAMETER_FREE_ACTIVATIONS
 DLFAN_SLOPE = 0.02  # the official DALFB's ``activation('lrelu', neg_slope=0.02)`` (RLFN: 0.05)
-REP_CONVS = ('c1_r', 'c2_r', 'c3_r')
 
 
 class ESCA(ESA):
@@ -41,7 +40,7 @@ class ESCA(ESA):
         return super().forward(x) + x * z
 
 
-class DALFB(nn.Module):
+class DALFB(LocalFeatureBlock):
     """DLFAN's block (report Fig. 28, "DLFB"; official ``DALFB``): RLFN's RLFB with its three 3x3
     convs replaced by LEDBBs: ``r = act(c3_r(act(c2_r(act(c1_r(x)))))) + x`` (C -> mid -> mid ->
     C), then ``esa(c5(r))`` (c5 1x1, the light ESA with 16 channels, or ESCA). One activation
@@ -54,17 +53,10 @@ class DALFB(nn.Module):
 
     def __init__(self, num_feat, mid_channels, esa_channels=16, act_type='lrelu', esa_mode='esa', deploy=False):
         super().__init__()
-        widths = {'c1_r': (num_feat, mid_channels), 'c2_r': (mid_channels, mid_channels),
-                  'c3_r': (mid_channels, num_feat)}
-        for name, (cin, cout) in widths.items():
-            self.add_module(name, LEDBB(cin, cout, 3, 'linear', deploy))
+        self.add_convs(num_feat, mid_channels, lambda cin, cout: LEDBB(cin, cout, 3, 'linear', deploy))
         self.c5 = nn.Conv2d(num_feat, num_feat, 1)
         self.esa = ESA(num_feat, esa_channels, variant='light') if esa_mode == 'esa' else ESCA(num_feat, esa_channels)
         self.act = make_activation(act_type, num_feat, slope=DLFAN_SLOPE)
-
-    def forward(self, x):
-        r = self.act(self.c3_r(self.act(self.c2_r(self.act(self.c1_r(x))))))
-        return self.esa(self.c5(r + x))
 
 
 def archway_sources(num_block):
@@ -76,7 +68,7 @@ def archway_sources(num_block):
 
 
 @ARCH_REGISTRY.register()
-class DLFAN(SRArch):
+class DLFAN(ResidualTrunk, SRArch):
     """DLFAN (report §4.18, Fig. 28): ``conv_1`` (3x3) = f0 -> ``block_1..block_5`` (:class:`DALFB`)
     with archway connections (``b4 = B4(b3 + b2)``, ``b5 = B5(b4 + b1)``) -> ``conv_2`` (3x3) + f0
     -> ``upsampler`` (3x3 conv to 3·s² maps, PixelShuffle(s)).
@@ -134,35 +126,28 @@ class DLFAN(SRArch):
         self.deploy = deploy
         mid_channels = num_feat if mid_channels is None else mid_channels
         self.conv_1 = nn.Conv2d(num_in_ch, num_feat, 3, padding=1)
-        self.block_names = [f'block_{i}' for i in range(1, num_block + 1)]
-        for name in self.block_names:
-            self.add_module(name, DALFB(num_feat, mid_channels, esa_channels, act_type, esa_mode, deploy))
+        self.add_blocks([DALFB(num_feat, mid_channels, esa_channels, act_type, esa_mode, deploy)
+                         for _ in range(num_block)])
         self.archway = archway_sources(num_block)
         self.conv_2 = nn.Conv2d(num_feat, num_feat, 3, padding=1)
         self.upsampler = conv_pixel_shuffle(num_feat, num_out_ch, upscale)
 
-    def forward(self, x):
-        fea = self.conv_1(x)
+    def body(self, fea):
+        """The blocks in a chain, block j also reading the output of block ``archway[j]``."""
         outs = []
         out = fea
-        for j, name in enumerate(self.block_names, 1):
+        for j, block in enumerate(self.blocks(), 1):
             if j in self.archway:
                 out = out + outs[self.archway[j] - 1]
-            out = getattr(self, name)(out)
+            out = block(out)
             outs.append(out)
-        return self.upsampler(self.conv_2(out) + fea)
-
-
-def _block_numbers(sd):
-    names = {k.split('.', 1)[0] for k in sd}
-    return sorted(int(m.group(1)) for m in map(re.compile(r'block_(\d+)').fullmatch, names) if m)
+        return out
 
 
 def _is_dlfan(sd):
     # RLFN's top-level names and light ESA, with LEDBB convs: deploy ``c1_r.dbb_reparam`` or the
     # training branches ``c1_r.dbb_origin`` (RLFN / DIPNet have ``c1_r.weight`` / ``c1_r.expand_conv``)
-    blocks = _block_numbers(sd)
-    return bool(blocks) and top_level_names(sd) == {'conv_1', 'conv_2', 'upsampler'} | {f'block_{i}' for i in blocks} \
+    return numbered_layout(sd, DLFAN.trunk_names, DLFAN.block_prefix) \
         and 'block_1.esa.conv3.weight' in sd and 'block_1.esa.conv_max.weight' not in sd \
         and ('block_1.c1_r.dbb_reparam.weight' in sd or 'block_1.c1_r.dbb_origin.conv.weight' in sd)
 
@@ -172,29 +157,20 @@ def import_official_dlfan(sd, overrides):
     """N1koLiu/NTIRE2023_ESR ``model_zoo/team17_dlfan.pth`` (deploy: ``c{i}_r.dbb_reparam``) and
     ``team17_beforerep_dlfan.pth`` (training form: ``dbb_origin``, ``dbb_1x1``, ``dbb_1x1_kxk_1``
     with BatchNorm statistics): raw state dicts saved from CUDA tensors."""
-    blocks = _block_numbers(sd)
-    if blocks != list(range(1, len(blocks) + 1)):
-        raise OfficialImportError(f'DLFAN blocks must be block_1..block_{len(blocks)}, found {blocks}')
+    opt = trunk_options(sd, overrides, 'DLFAN', 'conv_1', 'upsampler.0',
+                        count_numbered(sd, DLFAN.block_prefix, 'DLFAN'))
+    num_feat, num_block = opt['num_feat'], opt['num_block']
     deploy = 'block_1.c1_r.dbb_reparam.weight' in sd
-    num_feat, num_in_ch = sd['conv_1.weight'].shape[:2]
     c1 = sd['block_1.c1_r.dbb_reparam.weight' if deploy else 'block_1.c1_r.dbb_origin.conv.weight']
     mid = c1.shape[0]
     if not deploy and 'block_1.c1_r.dbb_1x1_kxk_1.idconv1.weight' not in sd:
         raise OfficialImportError('DLFAN training form without dbb_1x1_kxk_1.idconv1: not the official LEDBB')
     if not deploy and 'block_1.c1_r.dbb_avg.avgbn.weight' in sd:
         raise OfficialImportError('DLFAN LEDBBs have no average-pooling branch (dbb_avg found)')
-    num_out_ch = int(overrides.get('num_out_ch', num_in_ch))
-    opt = dict(type='DLFAN', num_in_ch=num_in_ch, num_out_ch=num_out_ch, num_feat=num_feat, num_block=len(blocks),
-               upscale=infer_upscale(sd['upsampler.0.weight'].shape[0], num_out_ch),
-               mid_channels=None if mid == num_feat else mid, esa_channels=sd['block_1.esa.conv1.weight'].shape[0],
+    opt.update(mid_channels=None if mid == num_feat else mid, esa_channels=sd['block_1.esa.conv1.weight'].shape[0],
                esa_mode='esca' if 'block_1.esa.se.excitation.0.weight' in sd else 'esa', deploy=deploy)
-    notes = [f"{'deploy' if deploy else 'training'} form: C {num_feat}, mid {mid}, {len(blocks)} blocks, "
-             f"{opt['esa_mode'].upper()} {opt['esa_channels']}, x{opt['upscale']}"]
-    assumed = []
-    opt['act_type'] = overrides.get('act_type', 'lrelu')
-    if 'act_type' not in overrides:
-        assumed.append('act_type')
-        notes.append(f"act_type: not stored in the weights; using the official LeakyReLU (slope {DLFAN_SLOPE}) "
-                     "(override with --set act_type=...)")
-    opt.update(overrides)
-    return OfficialImport(sd, opt, notes, tuple(assumed))
+    notes = ImportNotes(overrides)
+    notes.note(f"{'deploy' if deploy else 'training'} form: C {num_feat}, mid {mid}, {num_block} blocks, "
+               f"{opt['esa_mode'].upper()} {opt['esa_channels']}, x{opt['upscale']}")
+    notes.unstored(opt, 'act_type', 'lrelu', f'the official LeakyReLU (slope {DLFAN_SLOPE})')
+    return notes.result(sd, opt)

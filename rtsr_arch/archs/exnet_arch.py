@@ -8,11 +8,10 @@ from basicsr.utils.registry import ARCH_REGISTRY
 from torch import nn
 
 from .contract import Int, OneOf, SRArch
-from .layers import ACTIVATIONS, FRLSkeleton, LayerNorm2d, MeanShift, ShiftConv2d1x1, conv_pixel_shuffle, \
-    make_activation
-from .official import OfficialImport, count_indexed, infer_upscale, register_importer, top_level_names
+from .layers import ACTIVATIONS, FRLMLP, FRLSkeleton, LayerNorm2d
+from .official import ImportNotes, count_indexed, register_importer, top_level_names, trunk_options
 
-__all__ = ['EXnet', 'SelfGate', 'ShiftMLP', 'TransLayer']
+__all__ = ['EXnet', 'SelfGate', 'TransLayer']
 
 
 class SelfGate(nn.Module):
@@ -33,27 +32,15 @@ class SelfGate(nn.Module):
         return self.proj(hw + hw * self.c_mixer(hw))
 
 
-class ShiftMLP(nn.Module):
-    """``fc2(act(fc1(x)))`` with shift 1x1 convs (the FRL ``ShiftConv2d1x1``) C -> r·C -> C."""
-
-    def __init__(self, planes, hidden, act_type):
-        super().__init__()
-        self.fc1 = ShiftConv2d1x1(planes, hidden)
-        self.act = make_activation(act_type, hidden)
-        self.fc2 = ShiftConv2d1x1(hidden, planes)
-
-    def forward(self, x):
-        return self.fc2(self.act(self.fc1(x)))
-
-
 class TransLayer(nn.Module):
-    """``x + sg(norm1(x))`` then ``x + mlp(norm2(x))`` (LayerNorm4D, eps 1e-5)."""
+    """``x + sg(norm1(x))`` then ``x + mlp(norm2(x))`` (LayerNorm4D, eps 1e-5; the MLP of shift 1x1
+    convs, the FRL ``ShiftConv2d1x1``, C -> r·C -> C)."""
 
     def __init__(self, planes, kernel_size, hidden, act_type):
         super().__init__()
         self.sg = SelfGate(planes, kernel_size)
         self.norm1 = LayerNorm2d(planes, eps=1e-5, float32_stats=True)
-        self.mlp = ShiftMLP(planes, hidden, act_type)
+        self.mlp = FRLMLP(planes, hidden, act_type)
         self.norm2 = LayerNorm2d(planes, eps=1e-5, float32_stats=True)
 
     def forward(self, x):
@@ -113,12 +100,10 @@ class EXnet(FRLSkeleton, SRArch):
         self.upscale = upscale
         self.deploy = deploy
         self.receptive_radius = 2 + num_block * (kernel_size // 2 + 2)
-        self.sub_mean = MeanShift(-1)
-        self.add_mean = MeanShift(1)
-        self.head = nn.Sequential(nn.Conv2d(num_in_ch, num_feat, 3, padding=1))
-        self.body = nn.Sequential(*[TransLayer(num_feat, kernel_size, num_feat * mlp_ratio, act_type)
-                                    for _ in range(num_block)])
-        self.tail = conv_pixel_shuffle(num_feat, num_out_ch, upscale)
+        self.add_skeleton(nn.Sequential(nn.Conv2d(num_in_ch, num_feat, 3, padding=1)),
+                          nn.Sequential(*[TransLayer(num_feat, kernel_size, num_feat * mlp_ratio, act_type)
+                                          for _ in range(num_block)]),
+                          num_feat, num_out_ch, upscale)
 
 
 def _is_exnet(sd):
@@ -132,17 +117,12 @@ def import_official_exnet(sd, overrides):
     prefix (and any state dict with the official EXnet keys). Width, layers, mixer length, MLP
     ratio and scale come from the shapes (``num_out_ch`` is taken equal to ``num_in_ch``); the
     activation is assumed (Swish)."""
-    num_feat, num_in_ch = sd['head.0.weight'].shape[:2]
-    num_out_ch = int(overrides.get('num_out_ch', num_in_ch))
-    opt = dict(type='EXnet', num_in_ch=num_in_ch, num_out_ch=num_out_ch, num_feat=num_feat,
-               num_block=count_indexed(sd, 'body'), kernel_size=sd['body.0.sg.h_mixer.weight'].shape[2],
-               mlp_ratio=sd['body.0.mlp.fc1.weight'].shape[0] // num_feat,
-               upscale=infer_upscale(sd['tail.0.weight'].shape[0], num_out_ch), act_type='silu', deploy=False)
-    notes, assumed = [], ['act_type', 'deploy']
+    opt = trunk_options(sd, overrides, 'EXnet', 'head.0', 'tail.0', count_indexed(sd, 'body'),
+                        kernel_size=sd['body.0.sg.h_mixer.weight'].shape[2],
+                        mlp_ratio=sd['body.0.mlp.fc1.weight'].shape[0] // sd['head.0.weight'].shape[0])
+    opt.update(act_type='silu', deploy=False)
+    notes = ImportNotes(overrides, assumed=['act_type', 'deploy'])
     if 'act_type' not in overrides:
-        notes.append('act_type: silu (the official Swish); the weights do not say')
-    if 'deploy' not in overrides:
-        notes.append('deploy: EXnet has no reparameterizable block; its training and deploy forms are the same '
-                     'network (deploy=False)')
-    opt.update(overrides)
-    return OfficialImport(sd, opt, notes, tuple(assumed))
+        notes.note('act_type: silu (the official Swish); the weights do not say')
+    notes.single_form('EXnet')
+    return notes.result(sd, opt)

@@ -6,33 +6,15 @@ from basicsr.utils.registry import ARCH_REGISTRY
 from torch import nn
 
 from .contract import Int, OneOf, SRArch
-from .layers import conv_pixel_shuffle
-from .official import OfficialImport, OfficialImportError, count_indexed, infer_upscale, register_importer, \
-    top_level_names
-from .rep import ERB, HFAB
+from .layers import ResidualTrunk, conv_pixel_shuffle
+from .official import ImportNotes, count_indexed, expansion_ratio, register_importer, top_level_names, trunk_options
+from .rep import ERB, HFAB, format_up_blocks, hfab_warmup, parse_up_blocks
 
 __all__ = ['FMEN', 'parse_up_blocks']
 
 
-def parse_up_blocks(cls_name, value, count):
-    """``'2+1+1+1+1'`` -> ``(2, 1, 1, 1, 1)``: the ERBs of each HFAB, written as FMEN's training
-    option ``--up_blocks`` (ints >= 1 joined by '+'); ``count`` entries are required. A malformed
-    value is a one-line ValueError naming ``cls_name`` and the keyword."""
-    parts = value.split('+')
-    if not all(p.strip().isdigit() and int(p) >= 1 for p in parts):
-        raise ValueError(f"{cls_name}: up_blocks={value!r}: expected ints >= 1 joined by '+', e.g. '2+1+1+1+1'")
-    if len(parts) != count:
-        raise ValueError(f'{cls_name}: up_blocks={value!r}: expected {count} entries (the warm-up HFAB and one '
-                         f'per block, num_block={count - 1}), got {len(parts)}')
-    return tuple(int(p) for p in parts)
-
-
-def format_up_blocks(blocks):
-    return '+'.join(str(b) for b in blocks)
-
-
 @ARCH_REGISTRY.register()
-class FMEN(SRArch):
+class FMEN(ResidualTrunk, SRArch):
     """FMEN (paper §3, Fig. 2; official ``TRAIN_FMEN`` / ``TEST_FMEN``): head conv -> warm-up
     (conv, HFAB with ``mid_feat - 4`` channels) -> ``num_block`` x [ERB -> HFAB] -> ``lr_conv``, +
     head features -> conv + PixelShuffle.
@@ -72,6 +54,8 @@ class FMEN(SRArch):
     # in [0, 255] the released weights' warm-up HFAB reaches ~2e7 (the ERBs of the attention path,
     # before the sigmoid saturates): float16 overflows (max 65504) on ordinary photographs
     fp16_safe = False
+    trunk_names = ('head', 'lr_conv', 'tail')
+    img_range = 255.0
 
     def __init__(self, num_in_ch: Int(1) = 3, num_out_ch: Int(1) = 3, num_feat: Int(1) = 50, num_block: Int(1) = 4,
                  mid_feat: Int(5) = 16, up_blocks: str = '2+1+1+1+1', upscale: OneOf(2, 3, 4) = 4,
@@ -83,8 +67,7 @@ class FMEN(SRArch):
         self.deploy = deploy
         hfab = dict(ratio=attention_ratio, use_bn=attention_bn, deploy=deploy)
         self.head = nn.Conv2d(num_in_ch, num_feat, 3, padding=1)
-        self.warmup = nn.Sequential(nn.Conv2d(num_feat, num_feat, 3, padding=1),
-                                    HFAB(num_feat, mid_feat - 4, ups[0], **hfab))
+        self.warmup = hfab_warmup(num_feat, mid_feat, ups[0], **hfab)
         self.ERBs = nn.ModuleList([ERB(num_feat, backbone_ratio, deploy=deploy) for _ in range(num_block)])
         self.HFABs = nn.ModuleList([HFAB(num_feat, mid_feat, ups[i + 1], **hfab) for i in range(num_block)])
         self.lr_conv = nn.Conv2d(num_feat, num_feat, 3, padding=1)
@@ -93,12 +76,11 @@ class FMEN(SRArch):
         self.receptive_radius = 4 + self.warmup[1].receptive_radius + \
             sum(2 + h.receptive_radius for h in self.HFABs)
 
-    def forward(self, x):
-        x = self.head(x * 255.0)
-        h = self.warmup(x)
+    def body(self, fea):
+        h = self.warmup(fea)
         for erb, hfab in zip(self.ERBs, self.HFABs):
             h = hfab(erb(h))
-        return self.tail(self.lr_conv(h) + x) / 255.0
+        return h
 
 
 def _is_fmen(sd):
@@ -106,35 +88,24 @@ def _is_fmen(sd):
         'warmup.1.squeeze.weight' in sd
 
 
-def _ratio(sd, key, channels, name):
-    mid = sd[key].shape[0]
-    if mid % channels:
-        raise OfficialImportError(f'{key}: {mid} expanded features are not an integer {name} of {channels}')
-    return mid // channels
-
-
 @register_importer('FMEN', detect=_is_fmen)
 def import_official_fmen(sd, overrides):
     """NJU-Jet/FMEN checkpoints: ``test_weights.pt`` (the ``TEST_FMEN`` deploy form, raw state dict)
     or a ``TRAIN_FMEN`` state dict (RRRB ``expand_conv``/``fea_conv``/``reduce_conv``, HFAB ``bn1..3``)."""
-    num_feat, num_in_ch = sd['head.weight'].shape[:2]
-    num_out_ch = int(overrides.get('num_out_ch', num_in_ch))
     num_block = count_indexed(sd, 'ERBs')
-    up_blocks = [count_indexed(sd, 'warmup.1.convs')] + [count_indexed(sd, f'HFABs.{i}.convs')
-                                                        for i in range(num_block)]
+    hfabs = ['warmup.1', *(f'HFABs.{i}' for i in range(num_block))]
     mid_feat = sd['HFABs.0.squeeze.weight'].shape[0]
     deploy = not any('.expand_conv.' in k for k in sd)
-    opt = dict(type='FMEN', num_in_ch=num_in_ch, num_out_ch=num_out_ch, num_feat=num_feat, num_block=num_block,
-               mid_feat=mid_feat, up_blocks=format_up_blocks(up_blocks),
-               upscale=infer_upscale(sd['tail.0.weight'].shape[0], num_out_ch), deploy=deploy)
-    notes, assumed = [], []
+    opt = trunk_options(sd, overrides, 'FMEN', 'head', 'tail.0', num_block, mid_feat=mid_feat,
+                        up_blocks=format_up_blocks([count_indexed(sd, f'{h}.convs') for h in hfabs]))
+    opt['deploy'] = deploy
+    notes = ImportNotes(overrides)
     if deploy:
-        assumed += ['backbone_ratio', 'attention_ratio', 'attention_bn']
-        notes.append('backbone_ratio, attention_ratio, attention_bn: training-form settings a deploy checkpoint '
+        notes.assumed += ['backbone_ratio', 'attention_ratio', 'attention_bn']
+        notes.note('backbone_ratio, attention_ratio, attention_bn: training-form settings a deploy checkpoint '
                      'does not store; using the official 2, 2 and True (they do not change the deploy network)')
     else:
-        opt['backbone_ratio'] = _ratio(sd, 'ERBs.0.conv1.expand_conv.weight', num_feat, 'backbone_ratio')
-        opt['attention_ratio'] = _ratio(sd, 'HFABs.0.convs.0.conv1.expand_conv.weight', mid_feat, 'attention_ratio')
+        opt['backbone_ratio'] = expansion_ratio(sd['ERBs.0.conv1.expand_conv.weight'].shape[0], opt['num_feat'])
+        opt['attention_ratio'] = expansion_ratio(sd['HFABs.0.convs.0.conv1.expand_conv.weight'].shape[0], mid_feat)
         opt['attention_bn'] = 'warmup.1.bn1.weight' in sd
-    opt.update(overrides)
-    return OfficialImport(sd, opt, notes, tuple(assumed))
+    return notes.result(sd, opt)

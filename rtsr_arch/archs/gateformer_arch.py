@@ -9,9 +9,8 @@ from basicsr.utils.registry import ARCH_REGISTRY
 from torch import nn
 
 from .contract import Int, OneOf, SRArch
-from .layers import FRLSkeleton, LayerNorm2d, MeanShift, conv_pixel_shuffle
-from .official import OfficialImport, OfficialImportError, count_indexed, infer_upscale, register_importer, \
-    top_level_names
+from .layers import FRLSkeleton, LayerNorm2d
+from .official import ImportNotes, OfficialImportError, count_indexed, register_importer, top_level_names, trunk_options
 
 __all__ = ['GateFormer', 'GateModule', 'GateLayer', 'GATEFORMER_BLOCKS']
 
@@ -105,11 +104,9 @@ class GateFormer(FRLSkeleton, SRArch):
         kernels = GATEFORMER_BLOCKS[block_type]
         context = [(i + 1) % inter_rate != 0 for i in range(num_block)]
         self.receptive_radius = 2 + sum(context) * sum(k // 2 for k in kernels)
-        self.sub_mean = MeanShift(-1)
-        self.add_mean = MeanShift(1)
-        self.head = nn.Conv2d(num_in_ch, num_feat, 3, padding=1)
-        self.body = nn.Sequential(*[GateLayer(num_feat, kernels if c else ()) for c in context])
-        self.tail = conv_pixel_shuffle(num_feat, num_out_ch, upscale)
+        self.add_skeleton(nn.Conv2d(num_in_ch, num_feat, 3, padding=1),
+                          nn.Sequential(*[GateLayer(num_feat, kernels if c else ()) for c in context]),
+                          num_feat, num_out_ch, upscale)
 
 
 def _is_gateformer(sd):
@@ -122,7 +119,6 @@ def import_official_gateformer(sd, overrides):
     """LiuYLong/NTIRE2023_ESR ``model_zoo/team04_gateformer.pth``: ``{'params': state dict}``,
     no prefix (and any state dict with the official GateFormer keys). Width, layers, block type,
     inter rate and scale come from the shapes (``num_out_ch`` is taken equal to ``num_in_ch``)."""
-    num_feat, num_in_ch = sd['head.weight'].shape[:2]
     num_block = count_indexed(sd, 'body')
     has_block = [any(k.startswith(f'body.{i}.gate_module.block.') for k in sd) for i in range(num_block)]
     first = next((i for i, b in enumerate(has_block) if not b), None)
@@ -130,7 +126,7 @@ def import_official_gateformer(sd, overrides):
     if has_block != [(i + 1) % inter_rate != 0 for i in range(num_block)]:
         raise OfficialImportError(f'GateFormer: context gates at layers {[i for i, b in enumerate(has_block) if b]} '
                                   f'do not follow an inter_rate pattern')
-    notes, assumed = [], ['deploy']
+    notes = ImportNotes(overrides, assumed=['deploy'])
     if any(has_block):
         i = has_block.index(True)
         shapes = tuple(v.shape[-1] for k, v in sd.items() if k.startswith(f'body.{i}.gate_module.block.'))
@@ -139,17 +135,13 @@ def import_official_gateformer(sd, overrides):
             raise OfficialImportError(f'GateFormer: depthwise kernels {shapes} are not one of the official block types')
     else:
         block_type = '1111conv'
-        assumed.append('block_type')
-        notes.append('block_type: no context gate in the weights; 1111conv assumed (it is never used)')
+        notes.assumed.append('block_type')
+        notes.note('block_type: no context gate in the weights; 1111conv assumed (it is never used)')
     if first is None:
-        notes.append(f'inter_rate: every layer is a context gate; inter_rate={inter_rate} (num_block + 1) reproduces '
+        notes.note(f'inter_rate: every layer is a context gate; inter_rate={inter_rate} (num_block + 1) reproduces '
                      f'that')
-    num_out_ch = int(overrides.get('num_out_ch', num_in_ch))
-    opt = dict(type='GateFormer', num_in_ch=num_in_ch, num_out_ch=num_out_ch, num_feat=num_feat, num_block=num_block,
-               block_type=block_type, inter_rate=inter_rate,
-               upscale=infer_upscale(sd['tail.0.weight'].shape[0], num_out_ch), deploy=False)
-    if 'deploy' not in overrides:
-        notes.append('deploy: GateFormer has no reparameterizable block; its training and deploy forms are the same '
-                     'network (deploy=False)')
-    opt.update(overrides)
-    return OfficialImport(sd, opt, notes, tuple(assumed))
+    opt = trunk_options(sd, overrides, 'GateFormer', 'head', 'tail.0', num_block, block_type=block_type,
+                        inter_rate=inter_rate)
+    opt['deploy'] = False
+    notes.single_form('GateFormer')
+    return notes.result(sd, opt)

@@ -11,14 +11,13 @@ from basicsr.utils.registry import ARCH_REGISTRY
 from torch import nn
 
 from .contract import Float, Int, OneOf, SRArch
-from .layers import ACTIVATIONS, SAFM, LayerNorm2d, conv_pixel_shuffle, ffn_scale_for
-from .official import OfficialImport, count_indexed, infer_upscale, register_importer, top_level_names
+from .layers import (NTIRE23_SAFM_LEVELS, NTIRE23_SAFM_POOL_SHIFT, PARAMETER_FREE_ACTIVATIONS, SAFM, LayerNorm2d,
+                     SAFMNSkeleton, check_ffn_scale, check_safm_width, ffn_scale_for, safm_min_input_size)
+from .official import ImportNotes, count_indexed, register_importer, top_level_names, trunk_options
 
-__all__ = ['GFMN', 'GDFN', 'FMM', 'GFMN_ACTIVATIONS', 'SAFM_LEVELS']
+__all__ = ['GFMN', 'GDFN', 'FMM', 'GFMN_ACTIVATIONS']
 
-GFMN_ACTIVATIONS = tuple(a for a in ACTIVATIONS if a != 'prelu')  # SAFM's modulation activation
-SAFM_LEVELS = 4  # full size, 1/4, 1/8, 1/16
-POOL_SHIFT = 1  # level i pools to H // 2**(i + 1), as the NTIRE 2023 SAFMN entry
+GFMN_ACTIVATIONS = PARAMETER_FREE_ACTIVATIONS  # SAFM's modulation activation
 
 
 class GDFN(nn.Module):
@@ -47,7 +46,7 @@ class FMM(nn.Module):
         super().__init__()
         self.norm1 = LayerNorm2d(dim, eps=1e-6)
         self.norm2 = LayerNorm2d(dim, eps=1e-6)
-        self.safm = SAFM(dim, SAFM_LEVELS, pool_shift=POOL_SHIFT, bias=True, act_type=act_type)
+        self.safm = SAFM(dim, NTIRE23_SAFM_LEVELS, pool_shift=NTIRE23_SAFM_POOL_SHIFT, bias=True, act_type=act_type)
         self.ffd = GDFN(dim, ffn_scale)
 
     def forward(self, x):
@@ -56,7 +55,7 @@ class FMM(nn.Module):
 
 
 @ARCH_REGISTRY.register()
-class GFMN(SRArch):
+class GFMN(SAFMNSkeleton, SRArch):
     """GFMN, NTIRE 2023 ESR entry of team NJUST_M (report §4.6, Fig. 11; official
     ``GFMN(dim=36, n_blocks=8, ffn_scale=2, upscaling_factor=4)``): 3x3 ``to_feat`` (3 -> C) ->
     ``num_block`` x :class:`FMM` (LayerNorm -> SAFM, LayerNorm -> GDFN, each with a residual) ->
@@ -88,31 +87,22 @@ class GFMN(SRArch):
              'Sec. 4.6 (team NJUST_M: GFMN)')
     code = 'sunny2109/SAFMN@68c2182'
     license = 'Apache-2.0 (NTIRE2023_ESR/ folder: MIT)'
-    min_input_size = 2 ** (SAFM_LEVELS - 1 + POOL_SHIFT)  # 16
+    min_input_size = safm_min_input_size(NTIRE23_SAFM_LEVELS, NTIRE23_SAFM_POOL_SHIFT)  # 16
     tile_exact = False
     preset_key = 'preset'
     presets = {'ntire23_esr': dict(num_feat=36, num_block=8, ffn_scale=2.0, upscale=4)}
 
-    def __init__(self, num_in_ch: Int(1) = 3, num_out_ch: Int(1) = 3, num_feat: Int(SAFM_LEVELS) = 36,
+    def __init__(self, num_in_ch: Int(1) = 3, num_out_ch: Int(1) = 3, num_feat: Int(NTIRE23_SAFM_LEVELS) = 36,
                  num_block: Int(1) = 8, ffn_scale: Float(0) = 2.0, upscale: OneOf(2, 3, 4) = 4,
                  act_type: OneOf(*GFMN_ACTIVATIONS) = 'gelu', preset: str = None, deploy: bool = False):
         super().__init__()
-        if num_feat % SAFM_LEVELS:
-            raise ValueError(f'GFMN: num_feat={num_feat!r}: expected a multiple of {SAFM_LEVELS} '
-                             f'(SAFM splits the features in {SAFM_LEVELS} levels)')
-        if int(num_feat * ffn_scale) < 1:
-            raise ValueError(f'GFMN: ffn_scale={ffn_scale!r}: int(num_feat * ffn_scale) must be >= 1 '
-                             f'(num_feat={num_feat})')
+        check_safm_width('GFMN', num_feat, NTIRE23_SAFM_LEVELS)
+        check_ffn_scale('GFMN', num_feat, ffn_scale)
         self.upscale = upscale
         self.receptive_radius = None  # global: the pooling grids and the resizes follow the input size
         self.deploy = deploy
-        self.to_feat = nn.Conv2d(num_in_ch, num_feat, 3, 1, 1)
-        self.feats = nn.Sequential(*[FMM(num_feat, ffn_scale, act_type) for _ in range(num_block)])
-        self.to_img = conv_pixel_shuffle(num_feat, num_out_ch, upscale)
-
-    def forward(self, x):
-        x = self.to_feat(x)
-        return self.to_img(self.feats(x) + x)
+        self.add_skeleton(num_in_ch, num_out_ch, num_feat, upscale,
+                          [FMM(num_feat, ffn_scale, act_type) for _ in range(num_block)])
 
 
 def _is_gfmn(sd):
@@ -127,20 +117,12 @@ def import_official_gfmn(sd, overrides):
     ``params`` (strict), which is preferred here (``rtsr_arch.load_model(path,
     param_key='params_ema')`` takes the EMA weights). Keys without prefix. Width, blocks, GDFN width,
     image channels and scale come from the shapes; the activation is assumed."""
-    num_feat, num_in_ch = sd['to_feat.weight'].shape[:2]
-    num_out_ch = int(overrides.get('num_out_ch', num_in_ch))
     hidden = sd['feats.0.ffd.project_out.weight'].shape[1]
-    opt = dict(type='GFMN', num_in_ch=num_in_ch, num_out_ch=num_out_ch, num_feat=num_feat,
-               num_block=count_indexed(sd, 'feats'), ffn_scale=ffn_scale_for(num_feat, hidden),
-               upscale=infer_upscale(sd['to_img.0.weight'].shape[0], num_out_ch), act_type='gelu', deploy=False)
-    notes, assumed = [], ['deploy']
-    if 'deploy' not in overrides:
-        notes.append('deploy: GFMN has no reparameterizable block; its training and deploy forms are the same '
-                     'network (deploy=False)')
-    if 'act_type' not in overrides:
-        assumed.append('act_type')
-        notes.append('act_type: gelu, as the official GFMN (the weights do not say)')
-    notes.append("weights: the official test_demo.py loads 'params' of {params, params_ema} checkpoints, "
-                 "preferred here; param_key='params_ema' selects the EMA weights")
-    opt.update(overrides)
-    return OfficialImport(sd, opt, notes, tuple(assumed))
+    opt = trunk_options(sd, overrides, 'GFMN', 'to_feat', 'to_img.0', count_indexed(sd, 'feats'),
+                        ffn_scale=ffn_scale_for(sd['to_feat.weight'].shape[0], hidden))
+    opt.update(act_type='gelu', deploy=False)
+    notes = ImportNotes(overrides, assumed=['deploy'])
+    notes.single_form('GFMN')
+    notes.official(opt, 'act_type', 'gelu', 'GFMN')
+    notes.params_preferred('test_demo.py')
+    return notes.result(sd, opt)

@@ -8,14 +8,14 @@ from basicsr.utils.registry import ARCH_REGISTRY
 from torch import nn
 
 from .contract import Int, OneOf, SRArch
-from .layers import ACTIVATIONS, FRLSkeleton, MeanShiftConv, conv_pixel_shuffle, make_activation
-from .official import OfficialImport, OfficialImportError, count_indexed, infer_upscale, register_importer, \
-    top_level_names
+from .layers import FRLMLP, PARAMETER_FREE_ACTIVATIONS, FRLSkeleton, MeanShiftConv, NormFreeGroup, make_activation
+from .official import (ImportNotes, OfficialImportError, count_indexed, infer_upscale, official_note, register_importer,
+                       top_level_names)
 
-__all__ = ['HCAN', 'HCAA', 'HCANMLP', 'NTBGroup', 'HCAN_ACTIVATIONS']
+__all__ = ['HCAN', 'HCAA', 'NTBGroup', 'HCAN_ACTIVATIONS']
 
 # one activation module serves every focal level (as the official FocalModulation): no PReLU
-HCAN_ACTIVATIONS = tuple(a for a in ACTIVATIONS if a != 'prelu')
+HCAN_ACTIVATIONS = PARAMETER_FREE_ACTIVATIONS
 
 
 class HCAA(nn.Module):
@@ -47,33 +47,15 @@ class HCAA(nn.Module):
         return self.proj(q * self.h(total).sigmoid())
 
 
-class HCANMLP(nn.Module):
-    """``fc2(act(fc1(x)))``, plain 1x1 convs C -> r·C -> C."""
-
-    def __init__(self, dim, hidden, act_type):
-        super().__init__()
-        self.fc1 = nn.Conv2d(dim, hidden, 1)
-        self.act = make_activation(act_type, hidden)
-        self.fc2 = nn.Conv2d(hidden, dim, 1)
-
-    def forward(self, x):
-        return self.fc2(self.act(self.fc1(x)))
-
-
-class NTBGroup(nn.Module):
+class NTBGroup(NormFreeGroup):
     """A group of normalization-free transformer blocks (official ``FocalTG``):
-    ``x = x + sa_list[i](x); x = x + mlp_list[i](x)`` for each block, no normalization."""
+    ``x = x + sa_list[i](x); x = x + mlp_list[i](x)`` for each block, no normalization; the MLPs
+    are plain 1x1 convs C -> r·C -> C."""
 
     def __init__(self, num_block, dim, hidden, focal, act_type):
         super().__init__()
         self.sa_list = nn.ModuleList([HCAA(dim, *focal, act_type) for _ in range(num_block)])
-        self.mlp_list = nn.ModuleList([HCANMLP(dim, hidden, act_type) for _ in range(num_block)])
-
-    def forward(self, x):
-        for sa, mlp in zip(self.sa_list, self.mlp_list):
-            x = x + sa(x)
-            x = x + mlp(x)
-        return x
+        self.mlp_list = nn.ModuleList([FRLMLP(dim, hidden, act_type, shift=False) for _ in range(num_block)])
 
 
 @ARCH_REGISTRY.register()
@@ -125,13 +107,11 @@ class HCAN(FRLSkeleton, SRArch):
         self.upscale = upscale
         self.deploy = deploy
         self.receptive_radius = 2 + num_group * num_block * sum(k // 2 for k in kernels)
-        self.sub_mean = MeanShiftConv(-1)
-        self.add_mean = MeanShiftConv(1)
-        self.head = nn.Conv2d(num_in_ch, num_feat, 3, padding=1)
         focal = (focal_level, focal_window, focal_factor)
-        self.body = nn.Sequential(*[NTBGroup(num_block, num_feat, num_feat * mlp_ratio, focal, act_type)
-                                    for _ in range(num_group)])
-        self.tail = conv_pixel_shuffle(num_feat, num_out_ch, upscale)
+        self.add_skeleton(nn.Conv2d(num_in_ch, num_feat, 3, padding=1),
+                          nn.Sequential(*[NTBGroup(num_block, num_feat, num_feat * mlp_ratio, focal, act_type)
+                                          for _ in range(num_group)]),
+                          num_feat, num_out_ch, upscale, mean_shift=MeanShiftConv)
 
 
 def _is_hcan(sd):
@@ -156,14 +136,11 @@ def import_official_hcan(sd, overrides):
                focal_level=len(kernels), focal_window=kernels[0], focal_factor=steps.pop() if steps else 2,
                mlp_ratio=sd['body.0.mlp_list.0.fc1.weight'].shape[0] // num_feat,
                upscale=infer_upscale(sd['tail.0.weight'].shape[0], 3), act_type='gelu', deploy=False)
-    notes, assumed = [], ['act_type', 'deploy']
+    notes = ImportNotes(overrides, assumed=['act_type', 'deploy'])
     if len(kernels) == 1:
-        assumed.append('focal_factor')
-        notes.append('focal_factor: one focal level, the factor is not in the weights (2 assumed, the official value)')
+        notes.assumed.append('focal_factor')
+        notes.note('focal_factor: one focal level, the factor is not in the weights (2 assumed, the official value)')
     if 'act_type' not in overrides:
-        notes.append('act_type: gelu, as the official HCAN (the weights do not say)')
-    if 'deploy' not in overrides:
-        notes.append('deploy: HCAN has no reparameterizable block; its training and deploy forms are the same '
-                     'network (deploy=False)')
-    opt.update(overrides)
-    return OfficialImport(sd, opt, notes, tuple(assumed))
+        notes.note(official_note('act_type', 'gelu', 'HCAN'))
+    notes.single_form('HCAN')
+    return notes.result(sd, opt)

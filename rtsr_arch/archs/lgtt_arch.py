@@ -10,11 +10,11 @@ from torch import nn
 from torch.nn import functional as F
 
 from .contract import Int, OneOf, SRArch
-from .layers import ACTIVATIONS, FRLSkeleton, MeanShift, ShiftConv2d1x1, conv_pixel_shuffle, make_activation
-from .official import OfficialImport, OfficialImportError, count_indexed, infer_upscale, register_importer, \
-    top_level_names
+from .layers import ACTIVATIONS, FRLMLP, FRLSkeleton, NormFreeGroup
+from .official import (ImportNotes, OfficialImportError, count_indexed, infer_upscale, official_note, register_importer,
+                       top_level_names)
 
-__all__ = ['LGTT', 'GTModeler', 'LTModeler', 'LGTTMLP', 'LGTGroup', 'pixel_mixer', 'striped_window_attention']
+__all__ = ['LGTT', 'GTModeler', 'LTModeler', 'LGTGroup', 'pixel_mixer', 'striped_window_attention']
 
 
 def pixel_mixer(x):
@@ -83,35 +83,17 @@ class LTModeler(nn.Module):
         return self.norm(pixel_mixer(x) - x)
 
 
-class LGTTMLP(nn.Module):
-    """``fc2(act(fc1(x)))`` with shift 1x1 convs (the FRL ``ShiftConv2d1x1``) C -> r·C -> C."""
-
-    def __init__(self, dim, hidden, act_type):
-        super().__init__()
-        self.fc1 = ShiftConv2d1x1(dim, hidden)
-        self.act = make_activation(act_type, hidden)
-        self.fc2 = ShiftConv2d1x1(hidden, dim)
-
-    def forward(self, x):
-        return self.fc2(self.act(self.fc1(x)))
-
-
-class LGTGroup(nn.Module):
+class LGTGroup(NormFreeGroup):
     """One group: ``x = x + sa_list[j](x); x = x + mlp_list[j](x)`` for each block j, with no
     normalization before either; blocks j < ``num_gtmodeler`` attend (GTModeler, shifted at odd
-    j), the others mix pixels (LTModeler)."""
+    j), the others mix pixels (LTModeler); the MLPs are shift 1x1 convs (the FRL
+    ``ShiftConv2d1x1``) C -> r·C -> C."""
 
     def __init__(self, dim, num_block, num_heads, num_gtmodeler, windows, hidden, act_type):
         super().__init__()
         self.sa_list = nn.ModuleList([GTModeler(dim, num_heads, windows, shifted=j % 2 == 1) if j < num_gtmodeler
                                       else LTModeler(dim) for j in range(num_block)])
-        self.mlp_list = nn.ModuleList([LGTTMLP(dim, hidden, act_type) for _ in range(num_block)])
-
-    def forward(self, x):
-        for sa, mlp in zip(self.sa_list, self.mlp_list):
-            x = x + sa(x)
-            x = x + mlp(x)
-        return x
+        self.mlp_list = nn.ModuleList([FRLMLP(dim, hidden, act_type) for _ in range(num_block)])
 
 
 @ARCH_REGISTRY.register()
@@ -183,12 +165,10 @@ class LGTT(FRLSkeleton, SRArch):
         # reflect padding to the window multiple needs a pad smaller than the side
         self.min_input_size = max(window_long, window_short) // 2 + 1 if num_gtmodeler else 1
         windows = ((window_long, window_short), (window_short, window_long))
-        self.sub_mean = MeanShift(-1)
-        self.add_mean = MeanShift(1)
-        self.head = nn.Conv2d(num_in_ch, num_feat, 3, padding=1)
-        self.body = nn.Sequential(*[LGTGroup(num_feat, num_block, num_heads, num_gtmodeler, windows,
-                                             num_feat * mlp_ratio, act_type) for _ in range(num_group)])
-        self.tail = conv_pixel_shuffle(num_feat, num_out_ch, upscale)
+        self.add_skeleton(nn.Conv2d(num_in_ch, num_feat, 3, padding=1),
+                          nn.Sequential(*[LGTGroup(num_feat, num_block, num_heads, num_gtmodeler, windows,
+                                                   num_feat * mlp_ratio, act_type) for _ in range(num_group)]),
+                          num_feat, num_out_ch, upscale)
 
 
 def _is_lgtt(sd):
@@ -214,11 +194,9 @@ def import_official_lgtt(sd, overrides):
                num_block=num_block, num_heads=3, num_gtmodeler=num_gtmodeler, window_long=36, window_short=8,
                mlp_ratio=sd['body.0.mlp_list.0.fc1.weight'].shape[0] // num_feat,
                upscale=infer_upscale(sd['tail.0.weight'].shape[0], 3), act_type='silu', deploy=False)
-    assumed = ('num_heads', 'window_long', 'window_short', 'act_type', 'deploy')
-    notes = [f'{key}: {opt[key]!r}, as the official LGTT (the weights do not say)'
-             for key in assumed[:-1] if key not in overrides]
-    if 'deploy' not in overrides:
-        notes.append('deploy: LGTT has no reparameterizable block; its training and deploy forms are the same '
-                     'network (deploy=False)')
-    opt.update(overrides)
-    return OfficialImport(sd, opt, notes, assumed)
+    notes = ImportNotes(overrides, assumed=('num_heads', 'window_long', 'window_short', 'act_type', 'deploy'))
+    for key in notes.assumed[:-1]:
+        if key not in overrides:
+            notes.note(official_note(key, repr(opt[key]), 'LGTT'))
+    notes.single_form('LGTT')
+    return notes.result(sd, opt)

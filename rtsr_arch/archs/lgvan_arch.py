@@ -10,7 +10,7 @@ from torch.nn import functional as F
 
 from .contract import Int, OneOf, SRArch
 from .layers import LayerNorm2d
-from .official import OfficialImport, OfficialImportError, count_indexed, register_importer, top_level_names
+from .official import ImportNotes, OfficialImportError, count_indexed, register_importer, top_level_names
 
 __all__ = ['LGVAN', 'LGCA', 'LGVANAttention', 'LEFN']
 
@@ -191,9 +191,6 @@ def import_official_lgvan(sd, overrides):
         raise OfficialImportError('unexpected keys under layers.* (not LGVAN blocks)')
     opt = dict(type='LGVAN', num_in_ch=num_in_ch, num_out_ch=num_out_ch, num_feat=num_feat, num_block=blocks,
                upscale=scale, deploy=False)
-    notes = []
-    if 'deploy' not in overrides:
-        notes.append('deploy: LGVAN has no reparameterizable block; its training and deploy forms are the same '
-                     'network (deploy=False)')
-    opt.update(overrides)
-    return OfficialImport(sd, opt, notes, ('deploy',))
+    notes = ImportNotes(overrides, assumed=['deploy'])
+    notes.single_form('LGVAN')
+    return notes.result(sd, opt)

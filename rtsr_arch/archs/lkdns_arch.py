@@ -2,14 +2,15 @@
 Super-Resolution", CVPRW 2023 (NTIRE 2023 ESR report §4.23, team Set5_Baby). Official code and
 weights: stella-von/LKDN@54df78a ``basicsr/archs/lkdns_arch.py``, ``lkdn_blocks.py`` (MIT)."""
 import math
-import re
 
 import torch
 from basicsr.utils.registry import ARCH_REGISTRY
 from torch import nn
 
 from .contract import Int, OneOf, SRArch
-from .official import OfficialImport, OfficialImportError, infer_upscale, register_importer, top_level_names
+from .layers import ResidualTrunk
+from .official import (OfficialImport, OfficialImportError, count_numbered, infer_upscale, numbered_layout,
+                       register_importer)
 from .rep import BSConvU, BSConvURep, RepUpsampler
 
 __all__ = ['LKDNS', 'LKDB', 'LargeKernelAttention']
@@ -69,7 +70,7 @@ class LKDB(nn.Module):
 
 
 @ARCH_REGISTRY.register()
-class LKDNS(SRArch):
+class LKDNS(ResidualTrunk, SRArch):
     """LKDN-S, the NTIRE 2023 ESR entry of team Set5_Baby (report §4.23, Fig. 36/37; paper §3.1):
     the input repeated ``num_in`` times along the channels -> ``fea_conv`` (BSConv-U 3x3) -> B1..Bn
     LKDBs in a chain -> ``c1`` (1x1 over the concatenation of every block's output) -> GELU ->
@@ -107,6 +108,8 @@ class LKDNS(SRArch):
     # photographs (~8e4 on a 64x64 crop, ~8e5 on a random binary image): float16 gives inf/NaN;
     # bfloat16 (float32's range) is fine
     fp16_safe = False
+    trunk_names = ('fea_conv', 'c2', 'upsampler')
+    block_prefix = 'B'
 
     def __init__(self, num_in_ch: Int(1) = 3, num_out_ch: Int(1) = 3, num_feat: Int(2) = 42, num_atten: Int(1) = 42,
                  num_block: Int(1) = 5, upscale: OneOf(2, 3, 4) = 4, num_in: Int(1) = 4, deploy: bool = False):
@@ -116,28 +119,17 @@ class LKDNS(SRArch):
         self.deploy = deploy
         self.receptive_radius = 12 * num_block + 3
         self.fea_conv = BSConvU(num_in_ch * num_in, num_feat, 3)
-        self.block_names = [f'B{i}' for i in range(1, num_block + 1)]
-        for name in self.block_names:
-            self.add_module(name, LKDB(num_feat, num_atten, deploy))
+        self.add_blocks([LKDB(num_feat, num_atten, deploy) for _ in range(num_block)])
         self.c1 = nn.Conv2d(num_feat * num_block, num_feat, 1)
         self.GELU = nn.GELU()
         self.c2 = BSConvU(num_feat, num_feat, 3)
         self.upsampler = RepUpsampler(num_feat, num_out_ch, upscale, deploy=deploy)
 
+    def body(self, fea):
+        return self.GELU(self.c1(torch.cat(self.block_outputs(fea), dim=1)))
+
     def forward(self, x):
-        fea = self.fea_conv(x.repeat(1, self.num_in, 1, 1))
-        outs = []
-        out = fea
-        for name in self.block_names:
-            out = getattr(self, name)(out)
-            outs.append(out)
-        out = self.c2(self.GELU(self.c1(torch.cat(outs, dim=1)))) + fea
-        return self.upsampler(out)
-
-
-def _block_numbers(sd):
-    names = {k.split('.', 1)[0] for k in sd}
-    return sorted(int(m.group(1)) for m in map(re.compile(r'B(\d+)').fullmatch, names) if m)
+        return super().forward(x.repeat(1, self.num_in, 1, 1))
 
 
 def _is_square_multiple(channels, image_channels):
@@ -146,8 +138,7 @@ def _is_square_multiple(channels, image_channels):
 
 
 def _is_lkdns(sd):
-    blocks = _block_numbers(sd)
-    return bool(blocks) and top_level_names(sd) == {'fea_conv', 'c1', 'c2', 'upsampler'} | {f'B{i}' for i in blocks} \
+    return numbered_layout(sd, ('fea_conv', 'c1', 'c2', 'upsampler'), LKDNS.block_prefix) \
         and 'B1.atten.depthwise_dilated.weight' in sd and 'fea_conv.pw.weight' in sd
 
 
@@ -156,9 +147,7 @@ def import_official_lkdns(sd, overrides):
     """stella-von/LKDN ``LKDN-S_del_rep_x4.pth`` (deploy form, raw state dict) and ``LKDN-S_x4.pth``
     (training form, ``{params, params_ema}``: ``params_ema`` is read, as the official test config
     does); any state dict with the official LKDN-S keys."""
-    blocks = _block_numbers(sd)
-    if blocks != list(range(1, len(blocks) + 1)):
-        raise OfficialImportError(f'LKDN-S blocks must be B1..B{len(blocks)}, found B{blocks}')
+    num_block = count_numbered(sd, LKDNS.block_prefix, 'LKDN-S')
     num_feat, stacked = sd['fea_conv.pw.weight'].shape[:2]
     rep_blocks = 'B1.c1_r.rep1x1.weight' in sd
     rep_up = 'upsampler.conv3.weight' in sd
@@ -177,7 +166,7 @@ def import_official_lkdns(sd, overrides):
         raise OfficialImportError(f'fea_conv reads {stacked} channels: not a multiple of num_in_ch={num_in_ch}')
     num_out_ch = int(overrides.get('num_out_ch', num_in_ch))
     opt = dict(type='LKDNS', num_in_ch=num_in_ch, num_out_ch=num_out_ch, num_feat=num_feat,
-               num_atten=sd['B1.c5.weight'].shape[0], num_block=len(blocks),
+               num_atten=sd['B1.c5.weight'].shape[0], num_block=num_block,
                upscale=infer_upscale(up.shape[0], num_out_ch), num_in=stacked // num_in_ch, deploy=not rep_blocks)
     opt.update(overrides)
     return OfficialImport(sd, opt, notes, tuple(assumed))

@@ -6,16 +6,15 @@ from basicsr.utils.registry import ARCH_REGISTRY
 from torch import nn
 
 from .contract import Int, OneOf, SRArch
-from .fmen_arch import format_up_blocks, parse_up_blocks
-from .layers import conv_pixel_shuffle, make_activation
-from .official import OfficialImport, OfficialImportError, count_indexed, infer_upscale, register_importer, \
-    top_level_names
-from .rep import HFAB
+from .layers import LocalFeatureBlock, ResidualTrunk, conv_pixel_shuffle, make_activation
+from .official import (ImportNotes, count_indexed, count_numbered, expansion_ratio, numbered_layout, register_importer,
+                       trunk_options)
+from .rep import HFAB, format_up_blocks, hfab_warmup, parse_up_blocks
 
 __all__ = ['LMRLFN', 'LMRLFB']
 
 
-class LMRLFB(nn.Module):
+class LMRLFB(LocalFeatureBlock):
     """Low memory residual local feature block (Fig. 17; official ``LMRLFB``): ``c1_r`` (3x3 C -> m),
     ``c2_r`` (3x3 m -> m), ``c3_r`` (3x3 m -> C), each followed by LeakyReLU(0.05) (one registered
     module ``act``, called three times), + the block input, ``c5`` (1x1 C -> C), then an HFAB.
@@ -23,29 +22,23 @@ class LMRLFB(nn.Module):
     The trunk convs are plain in both forms (the figure's Conv-3 / Conv-1); only the HFAB has a
     training form (BatchNorms, RRRB-based ERBs)."""
 
+    attention_name = 'hfab'
+
     def __init__(self, channels, mid_channels, hfab_channels, up_blocks, attention_ratio=2, attention_bn=True,
                  deploy=False):
         super().__init__()
-        self.c1_r = nn.Conv2d(channels, mid_channels, 3, padding=1)
-        self.c2_r = nn.Conv2d(mid_channels, mid_channels, 3, padding=1)
-        self.c3_r = nn.Conv2d(mid_channels, channels, 3, padding=1)
+        self.add_convs(channels, mid_channels, lambda cin, cout: nn.Conv2d(cin, cout, 3, padding=1))
         self.c5 = nn.Conv2d(channels, channels, 1)
         self.hfab = HFAB(channels, hfab_channels, up_blocks, attention_ratio, use_bn=attention_bn, deploy=deploy)
         self.act = make_activation('lrelu', channels, slope=0.05)
 
-    def forward(self, x):
-        out = self.act(self.c1_r(x))
-        out = self.act(self.c2_r(out))
-        out = self.act(self.c3_r(out))
-        return self.hfab(self.c5(out + x))
-
 
 @ARCH_REGISTRY.register()
-class LMRLFN(SRArch):
+class LMRLFN(ResidualTrunk, SRArch):
     """LMRLFN (NTIRE 2023 ESR report §4.10, Fig. 16; official ``LMRLFN``): ``head`` conv -> warm-up
     (conv, HFAB with ``hfab_feat - 4`` channels) -> ``num_block`` LMRLFBs -> ``lr_conv``, + head
     features -> conv + PixelShuffle. An RLFN-style trunk (RLFB without ESA) whose attention is
-    FMEN's HFAB (:class:`rtsr_arch.archs.layers.HFAB`).
+    FMEN's HFAB (:class:`rtsr_arch.archs.rep.HFAB`).
 
     Training form: the HFABs with BatchNorms and RRRB-based ERBs (Fig. 17: BN -> Conv-3 -> LReLU
     -> ERB -> BN -> Conv-3 -> BN -> Sigmoid; ERB = RRRB -> LReLU -> RRRB), fused exactly by
@@ -85,6 +78,7 @@ class LMRLFN(SRArch):
     # the released weights' attention path (block_1's HFAB ERBs) reaches ~3.3e4 on photographs and passes
     # float16's 65504 on high-contrast inputs (1-pixel stripes, checkerboards, binary noise): NaN outputs
     fp16_safe = False
+    trunk_names = ('head', 'lr_conv', 'tail')
 
     def __init__(self, num_in_ch: Int(1) = 3, num_out_ch: Int(1) = 3, num_feat: Int(1) = 36, num_block: Int(1) = 4,
                  mid_feat: Int(1) = 40, hfab_feat: Int(5) = 16, up_blocks: str = '2+2+1+1+1',
@@ -96,36 +90,20 @@ class LMRLFN(SRArch):
         self.deploy = deploy
         hfab = dict(attention_ratio=attention_ratio, attention_bn=attention_bn, deploy=deploy)
         self.head = nn.Conv2d(num_in_ch, num_feat, 3, padding=1)
-        self.warmup = nn.Sequential(nn.Conv2d(num_feat, num_feat, 3, padding=1),
-                                    HFAB(num_feat, hfab_feat - 4, ups[0], attention_ratio, use_bn=attention_bn,
-                                         deploy=deploy))
-        for i in range(num_block):
-            self.add_module(f'block_{i + 1}', LMRLFB(num_feat, mid_feat, hfab_feat, ups[i + 1], **hfab))
-        self.num_block = num_block
+        self.warmup = hfab_warmup(num_feat, hfab_feat, ups[0], attention_ratio, attention_bn, deploy)
+        self.add_blocks([LMRLFB(num_feat, mid_feat, hfab_feat, ups[i + 1], **hfab) for i in range(num_block)])
         self.lr_conv = nn.Conv2d(num_feat, num_feat, 3, padding=1)
         self.tail = conv_pixel_shuffle(num_feat, num_out_ch, upscale)
         # head, warm-up conv, lr_conv, tail: 1 each; an LMRLFB: 3 (three 3x3 convs) + its HFAB's
         self.receptive_radius = 4 + self.warmup[1].receptive_radius + \
             sum(3 + b.hfab.receptive_radius for b in self.blocks())
 
-    def blocks(self):
-        return [getattr(self, f'block_{i + 1}') for i in range(self.num_block)]
-
-    def forward(self, x):
-        x = self.head(x)
-        h = self.warmup(x)
-        for block in self.blocks():
-            h = block(h)
-        return self.tail(self.lr_conv(h) + x)
-
-
-def _block_names(sd):
-    return {name for name in top_level_names(sd) if name.startswith('block_') and name[6:].isdigit()}
+    def body(self, fea):
+        return super().body(self.warmup(fea))
 
 
 def _is_lmrlfn(sd):
-    blocks = _block_names(sd)
-    return bool(blocks) and top_level_names(sd) == {'head', 'warmup', 'lr_conv', 'tail'} | blocks and \
+    return numbered_layout(sd, ('head', 'warmup', 'lr_conv', 'tail'), LMRLFN.block_prefix) and \
         'block_1.hfab.squeeze.weight' in sd
 
 
@@ -133,29 +111,21 @@ def _is_lmrlfn(sd):
 def import_official_lmrlfn(sd, overrides):
     """HeaseoChung/LMRLFN ``model_zoo/team33_LMRLFN.pt`` (deploy form, raw state dict), or a
     training-form state dict (HFAB ``bn1..3`` and RRRB ``expand_conv``/``fea_conv``/``reduce_conv``)."""
-    num_feat, num_in_ch = sd['head.weight'].shape[:2]
-    num_out_ch = int(overrides.get('num_out_ch', num_in_ch))
-    num_block = len(_block_names(sd))
-    if _block_names(sd) != {f'block_{i + 1}' for i in range(num_block)}:
-        raise OfficialImportError(f'blocks {sorted(_block_names(sd))} are not numbered block_1 .. block_{num_block}')
-    up_blocks = [count_indexed(sd, 'warmup.1.convs')] + [count_indexed(sd, f'block_{i + 1}.hfab.convs')
-                                                        for i in range(num_block)]
+    num_block = count_numbered(sd, LMRLFN.block_prefix, 'LMRLFN')
+    hfabs = ['warmup.1', *(f'block_{i + 1}.hfab' for i in range(num_block))]
     hfab_feat = sd['block_1.hfab.squeeze.weight'].shape[0]
     deploy = not any('.expand_conv.' in k for k in sd)
-    opt = dict(type='LMRLFN', num_in_ch=num_in_ch, num_out_ch=num_out_ch, num_feat=num_feat, num_block=num_block,
-               mid_feat=sd['block_1.c1_r.weight'].shape[0], hfab_feat=hfab_feat,
-               up_blocks=format_up_blocks(up_blocks),
-               upscale=infer_upscale(sd['tail.0.weight'].shape[0], num_out_ch), deploy=deploy)
-    notes, assumed = [], []
+    opt = trunk_options(sd, overrides, 'LMRLFN', 'head', 'tail.0', num_block,
+                        mid_feat=sd['block_1.c1_r.weight'].shape[0], hfab_feat=hfab_feat,
+                        up_blocks=format_up_blocks([count_indexed(sd, f'{h}.convs') for h in hfabs]))
+    opt['deploy'] = deploy
+    notes = ImportNotes(overrides)
     if deploy:
-        assumed += ['attention_ratio', 'attention_bn']
-        notes.append('attention_ratio, attention_bn: training-form settings a deploy checkpoint does not store; '
+        notes.assumed += ['attention_ratio', 'attention_bn']
+        notes.note('attention_ratio, attention_bn: training-form settings a deploy checkpoint does not store; '
                      'using 2 and True (FMEN\'s; they do not change the deploy network)')
     else:
-        mid = sd['block_1.hfab.convs.0.conv1.expand_conv.weight'].shape[0]
-        if mid % hfab_feat:
-            raise OfficialImportError(f'{mid} expanded HFAB features are not an integer multiple of {hfab_feat}')
-        opt['attention_ratio'] = mid // hfab_feat
+        opt['attention_ratio'] = expansion_ratio(sd['block_1.hfab.convs.0.conv1.expand_conv.weight'].shape[0],
+                                                 hfab_feat)
         opt['attention_bn'] = 'warmup.1.bn1.weight' in sd
-    opt.update(overrides)
-    return OfficialImport(sd, opt, notes, tuple(assumed))
+    return notes.result(sd, opt)

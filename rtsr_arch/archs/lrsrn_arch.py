@@ -1,13 +1,12 @@
 """LRSRN: Gankhuyag, Yoon et al., "Lightweight Real-Time Image Super-Resolution Network for 4K
 Images", CVPRW 2023 (NTIRE 2023 RTSR). Official code: Ganzooo/LRSRN@ac58548 (no licence file)."""
-import torch
 from basicsr.utils.registry import ARCH_REGISTRY
 from torch import nn
 
 from .contract import Int, OneOf, SRArch
 from .layers import ACTIVATIONS
-from .official import OfficialImport, count_indexed, infer_upscale, register_importer, top_level_names
-from .rep import CollapsibleBlock
+from .official import ImportNotes, count_indexed, infer_upscale, register_importer, resolve_aliases, top_level_names
+from .rep import COLLAPSIBLE_ALIASES, CollapsibleBlock
 
 __all__ = ['LRSRN', 'LRSRN_VARIANTS']
 
@@ -72,9 +71,6 @@ class LRSRN(SRArch):
         return self.upsampler(self.transition(self.backbone(y0) + y0))
 
 
-_ALIASES = {'w0': 'conv0.weight', 'b0': 'conv0.bias', 'w1': 'conv1.weight', 'b1': 'conv1.bias'}
-
-
 def _is_lrsrn(sd):
     return top_level_names(sd) in ({'head', 'backbone', 'transition'}, {'head', 'transition'}) and \
         any(f'transition.0.{k}' in sd for k in ('conv3x3.weight', 'conv1.weight', 'w1'))
@@ -85,15 +81,8 @@ def import_official_lrsrn(sd, overrides):
     """Ganzooo/LRSRN checkpoints: ``model_x*_best_submission.pt`` (training form, with the
     ``w0/b0/w1/b1`` alias keys), ``*_deploy.pt`` (``conv3x3`` layers), or ``model_x*_best.pt``
     (``model_state_dict``); also CASR's x4 m10 C64 teacher."""
-    sd = dict(sd)
-    notes, assumed = [], []
-    for key in [k for k in sd if k.rsplit('.', 1)[-1] in _ALIASES]:
-        prefix, alias = key.rsplit('.', 1)
-        target = f'{prefix}.{_ALIASES[alias]}'
-        if target in sd and not torch.equal(sd[target], sd[key]):
-            raise ValueError(f"alias key '{key}' differs from '{target}'; the checkpoint is inconsistent")
-        sd.setdefault(target, sd.pop(key))
-
+    sd = resolve_aliases(sd, COLLAPSIBLE_ALIASES)
+    notes = ImportNotes(overrides)
     # a RepConv head/transition (training form of 'blockv2') is conv0 (in -> feature_size) then
     # conv1 (feature_size -> out): the block's input is conv0's, its output conv1's
     rep_head = 'head.conv0.weight' in sd
@@ -106,21 +95,13 @@ def import_official_lrsrn(sd, overrides):
                num_block=count_indexed(sd, 'backbone'), upscale=infer_upscale(sd[trans_key].shape[0], num_out_ch))
     if deploy:
         opt['variant'] = 'blockv2'
-        assumed += ['variant', 'feature_size']
-        notes.append("variant: a deploy checkpoint does not tell 'plain' from 'blockv2' (same layers); using 'blockv2'")
+        notes.assumed += ['variant', 'feature_size']
+        notes.note("variant: a deploy checkpoint does not tell 'plain' from 'blockv2' (same layers); using 'blockv2'")
     else:
         opt['variant'] = 'blockv2' if rep_head else 'plain'
         opt['feature_size'] = next(sd[k].shape[0] for k in ('backbone.0.conv0.weight', 'head.conv0.weight')
                                    if k in sd)
-    if any(k.endswith('act.weight') for k in sd):
-        opt['act_type'] = 'prelu'
-    else:
-        opt['act_type'] = overrides.get('act_type', 'relu')
-        if 'act_type' not in overrides:
-            assumed.append('act_type')
-            notes.append("act_type: not stored in the weights; using the submissions' 'relu' "
-                         "(override with --set act_type=...)")
+    notes.activation(opt, any(k.endswith('act.weight') for k in sd), 'relu', "the submissions' 'relu'")
     opt['bias'] = 'head.conv3x3.bias' in sd or 'head.conv0.bias' in sd
     opt['deploy'] = deploy
-    opt.update(overrides)
-    return OfficialImport(sd, opt, notes, tuple(assumed))
+    return notes.result(sd, opt)

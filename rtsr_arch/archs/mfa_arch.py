@@ -11,16 +11,15 @@ from torch import nn
 from torch.nn import functional as F
 
 from .contract import Float, Int, OneOf, SRArch
-from .layers import (ACTIVATIONS, LayerNorm2d, adaptive_max_pool2d_by, conv_pixel_shuffle, ffn_scale_for,
-                     make_activation, resize_nearest)
-from .official import OfficialImport, OfficialImportError, count_indexed, infer_upscale, register_importer, \
-    top_level_names
+from .layers import (PARAMETER_FREE_ACTIVATIONS, LayerNorm2d, SAFMNSkeleton, adaptive_max_pool2d_by, check_ffn_scale,
+                     ffn_scale_for, make_activation, resize_nearest)
+from .official import ImportNotes, OfficialImportError, count_indexed, register_importer, top_level_names, trunk_options
 
 __all__ = ['MFA', 'SAFM', 'CCM', 'SAFMB', 'SameConv2d', 'MFA_ACTIVATIONS', 'MFA_CCM_KERNELS']
 
 # SAFM applies one activation module to maps of num_feat, num_feat // 2 and num_feat // 4 channels,
 # so only parameter-free activations fit (no PReLU)
-MFA_ACTIVATIONS = tuple(a for a in ACTIVATIONS if a != 'prelu')
+MFA_ACTIVATIONS = PARAMETER_FREE_ACTIVATIONS
 # short side k of CCM's depthwise (k, 5) and (5, k) kernels: 2 in the NTIRE 2023 entry, 3 in the 2025 C60 models
 MFA_CCM_KERNELS = (2, 3)
 LONG_SIDE = 5
@@ -111,7 +110,7 @@ class SAFMB(nn.Module):
 
 
 @ARCH_REGISTRY.register()
-class MFA(SRArch):
+class MFA(SAFMNSkeleton, SRArch):
     """MFA (NTIRE 2023 ESR report §4.5, Fig. 10; official ``MFA(dim=33, n_blocks=8,
     ffn_scale=1.8, upscaling_factor=4)``): 3x3 ``to_feat`` -> ``num_block`` x SAFMB (LayerNorm ->
     multi-scale feature attention ``safm``, LayerNorm -> gated depthwise FFN ``ccm``, each with a
@@ -162,19 +161,12 @@ class MFA(SRArch):
                  ffn_scale: Float(0) = 1.8, ccm_kernel: OneOf(*MFA_CCM_KERNELS) = 2, upscale: OneOf(2, 3, 4) = 4,
                  act_type: OneOf(*MFA_ACTIVATIONS) = 'gelu', preset: str = None, deploy: bool = False):
         super().__init__()
-        if int(num_feat * ffn_scale) < 1:
-            raise ValueError(f'MFA: ffn_scale={ffn_scale!r}: int(num_feat * ffn_scale) must be >= 1 '
-                             f'(num_feat={num_feat})')
+        check_ffn_scale('MFA', num_feat, ffn_scale)
         self.upscale = upscale
         self.receptive_radius = None  # global: the pooling grids and the resizes follow the input size
         self.deploy = deploy
-        self.to_feat = nn.Conv2d(num_in_ch, num_feat, 3, 1, 1)
-        self.feats = nn.Sequential(*[SAFMB(num_feat, ffn_scale, ccm_kernel, act_type) for _ in range(num_block)])
-        self.to_img = conv_pixel_shuffle(num_feat, num_out_ch, upscale)
-
-    def forward(self, x):
-        x = self.to_feat(x)
-        return self.to_img(self.feats(x) + x)
+        self.add_skeleton(num_in_ch, num_out_ch, num_feat, upscale,
+                          [SAFMB(num_feat, ffn_scale, ccm_kernel, act_type) for _ in range(num_block)])
 
 
 def _is_mfa(sd):
@@ -191,25 +183,16 @@ def import_official_mfa(sd, overrides):
     the EMA weights. Keys without prefix. Width, blocks, CCM width and kernel and the scale come
     from the shapes (``num_out_ch`` is taken equal to ``num_in_ch``; ``ffn_scale`` is the shortest
     decimal giving the CCM width, 1.8 for 33 -> 59); the activation is assumed."""
-    num_feat, num_in_ch = sd['to_feat.weight'].shape[:2]
-    num_out_ch = int(overrides.get('num_out_ch', num_in_ch))
     hidden = sd['feats.0.ccm.Conv3.weight'].shape[1]
     kernel = tuple(sd['feats.0.ccm.Conv2.0.weight'].shape[2:])
     if kernel not in {(k, LONG_SIDE) for k in MFA_CCM_KERNELS}:
         raise OfficialImportError(f"MFA: CCM kernel {kernel} is not one of "
                                   f"{', '.join(str((k, LONG_SIDE)) for k in MFA_CCM_KERNELS)}")
-    opt = dict(type='MFA', num_in_ch=num_in_ch, num_out_ch=num_out_ch, num_feat=num_feat,
-               num_block=count_indexed(sd, 'feats'), ffn_scale=ffn_scale_for(num_feat, hidden),
-               ccm_kernel=kernel[0], upscale=infer_upscale(sd['to_img.0.weight'].shape[0], num_out_ch),
-               act_type='gelu', deploy=False)
-    notes, assumed = [], ['deploy']
-    if 'deploy' not in overrides:
-        notes.append('deploy: MFA has no reparameterizable block; its training and deploy forms are the same '
-                     'network (deploy=False)')
-    if 'act_type' not in overrides:
-        assumed.append('act_type')
-        notes.append('act_type: gelu, as the official MFA (the weights do not say)')
-    notes.append("weights: the official test_demo.py loads 'params' of {params, params_ema} checkpoints, "
-                 "preferred here; param_key='params_ema' selects the EMA weights")
-    opt.update(overrides)
-    return OfficialImport(sd, opt, notes, tuple(assumed))
+    opt = trunk_options(sd, overrides, 'MFA', 'to_feat', 'to_img.0', count_indexed(sd, 'feats'),
+                        ffn_scale=ffn_scale_for(sd['to_feat.weight'].shape[0], hidden), ccm_kernel=kernel[0])
+    opt.update(act_type='gelu', deploy=False)
+    notes = ImportNotes(overrides, assumed=['deploy'])
+    notes.single_form('MFA')
+    notes.official(opt, 'act_type', 'gelu', 'MFA')
+    notes.params_preferred('test_demo.py')
+    return notes.result(sd, opt)

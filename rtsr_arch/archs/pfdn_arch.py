@@ -4,21 +4,21 @@ team KaiBai Group, NTIRE 2023 Efficient SR challenge, fourth by runtime and firs
 Official code and weights: icandle/PlainUSR@d7ff11a ``2023_PFDN_NTIRE/models/team08_PFDN.py``,
 ``2023_PFDN_NTIRE/model_zoo/team08_PFDN.pth`` (MIT). The released file is the deploy form; the
 RRRB training form follows the factsheet ("we combine the existing RRRB")."""
-import re
-
 import torch
 from basicsr.utils.registry import ARCH_REGISTRY
 from torch import nn
 
 from .contract import Int, OneOf, SRArch
-from .layers import ACTIVATIONS, ESA, ESA_MIN_INPUT_SIZE, conv_pixel_shuffle, make_activation
-from .official import OfficialImport, OfficialImportError, infer_upscale, register_importer, top_level_names
+from .layers import (ESA, ESA_MIN_INPUT_SIZE, PARAMETER_FREE_ACTIVATIONS, ResidualTrunk, conv_pixel_shuffle,
+                     make_activation)
+from .official import (OFFICIAL_LEAKY_RELU, ImportNotes, count_numbered, numbered_layout, register_importer,
+                       trunk_options)
 from .rep import RRRB
 
 __all__ = ['PFDN', 'PFDB', 'PFDN_ACTIVATIONS']
 
 # one activation module serves the 48- and the 32-channel maps, as in the official block: no PReLU
-PFDN_ACTIVATIONS = tuple(a for a in ACTIVATIONS if a != 'prelu')
+PFDN_ACTIVATIONS = PARAMETER_FREE_ACTIVATIONS
 
 
 class PFDB(nn.Module):
@@ -56,7 +56,7 @@ class PFDB(nn.Module):
 
 
 @ARCH_REGISTRY.register()
-class PFDN(SRArch):
+class PFDN(ResidualTrunk, SRArch):
     """PFDN (NTIRE 2023 ESR report §4.7, Fig. 12; official ``Net``): ``conv_first`` (3x3, 3 -> C)
     -> ``block1..blockN`` :class:`PFDB` -> ``conv_last`` (3x3 C -> C) + conv_first's output ->
     ``tail`` (3x3 conv C -> 3·s², PixelShuffle(s)). A plain design (EFDN without its skip
@@ -93,6 +93,8 @@ class PFDN(SRArch):
     min_input_size = ESA_MIN_INPUT_SIZE
     fp16_safe = True
     tile_exact = False
+    trunk_names = ('conv_first', 'conv_last', 'tail')
+    block_prefix = 'block'
 
     def __init__(self, num_in_ch: Int(1) = 3, num_out_ch: Int(1) = 3, num_feat: Int(1) = 48, num_block: Int(1) = 4,
                  upscale: OneOf(2, 3, 4) = 4, act_type: OneOf(*PFDN_ACTIVATIONS) = 'lrelu',
@@ -105,29 +107,14 @@ class PFDN(SRArch):
         self.receptive_radius = None
         self.deploy = deploy
         self.conv_first = nn.Conv2d(num_in_ch, num_feat, 3, padding=1)
-        self.block_names = [f'block{i}' for i in range(1, num_block + 1)]
-        for name in self.block_names:
-            self.add_module(name, PFDB(num_feat, partial_channels, esa_channels, act_type, rep_ratio, deploy))
+        self.add_blocks([PFDB(num_feat, partial_channels, esa_channels, act_type, rep_ratio, deploy)
+                         for _ in range(num_block)])
         self.conv_last = nn.Conv2d(num_feat, num_feat, 3, padding=1)
         self.tail = conv_pixel_shuffle(num_feat, num_out_ch, upscale)
 
-    def forward(self, x):
-        x = self.conv_first(x)
-        res = x
-        for name in self.block_names:
-            x = getattr(self, name)(x)
-        return self.tail(self.conv_last(x) + res)
-
-
-def _block_numbers(sd):
-    names = {k.split('.', 1)[0] for k in sd}
-    return sorted(int(m.group(1)) for m in map(re.compile(r'block(\d+)').fullmatch, names) if m)
-
 
 def _is_pfdn(sd):
-    blocks = _block_numbers(sd)
-    return bool(blocks) and top_level_names(sd) == {'conv_first', 'conv_last', 'tail'} | {f'block{i}' for i in blocks} \
-        and 'block1.attn.conv3.weight' in sd \
+    return numbered_layout(sd, PFDN.trunk_names, PFDN.block_prefix) and 'block1.attn.conv3.weight' in sd \
         and ('block1.conv3.rep_conv.weight' in sd or 'block1.conv3.expand_conv.weight' in sd)
 
 
@@ -136,34 +123,16 @@ def import_official_pfdn(sd, overrides):
     """icandle/PlainUSR ``2023_PFDN_NTIRE/model_zoo/team08_PFDN.pth`` (raw state dict, deploy
     form: ``convN.rep_conv``), and this package's training-form state dicts (RRRB
     ``expand_conv``/``fea_conv``/``reduce_conv``)."""
-    blocks = _block_numbers(sd)
-    if blocks != list(range(1, len(blocks) + 1)):
-        raise OfficialImportError(f'PFDN blocks must be block1..block{len(blocks)}, found {blocks}')
-    num_feat, num_in_ch = sd['conv_first.weight'].shape[:2]
-    num_out_ch = int(overrides.get('num_out_ch', num_in_ch))
+    opt = trunk_options(sd, overrides, 'PFDN', 'conv_first', 'tail.0', count_numbered(sd, PFDN.block_prefix, 'PFDN'))
+    num_feat, num_block = opt['num_feat'], opt['num_block']
     deploy = 'block1.conv3.expand_conv.weight' not in sd
     partial = sd['block1.conv3.rep_conv.weight' if deploy else 'block1.conv3.expand_conv.weight'].shape[1]
-    opt = dict(type='PFDN', num_in_ch=num_in_ch, num_out_ch=num_out_ch, num_feat=num_feat, num_block=len(blocks),
-               upscale=infer_upscale(sd['tail.0.weight'].shape[0], num_out_ch), partial_channels=partial,
-               esa_channels=sd['block1.attn.conv1.weight'].shape[0], deploy=deploy)
-    notes = [f"{'deploy' if deploy else 'training'} form: C {num_feat}, partial {partial}, {len(blocks)} blocks, "
-             f"ESA {opt['esa_channels']}, x{opt['upscale']}"]
-    assumed = []
-    if deploy:
-        opt['rep_ratio'] = overrides.get('rep_ratio', 2)
-        if 'rep_ratio' not in overrides:
-            assumed.append('rep_ratio')
-            notes.append('rep_ratio: the training-form RRRB expansion is not stored in a deploy checkpoint; using 2 '
-                         "(FMEN's; it does not change the deploy network)")
-    else:
-        expanded = sd['block1.conv1.expand_conv.weight'].shape[0]
-        if expanded % num_feat:
-            raise OfficialImportError(f'{expanded} expanded features are not an integer multiple of C {num_feat}')
-        opt['rep_ratio'] = expanded // num_feat
-    opt['act_type'] = overrides.get('act_type', 'lrelu')
-    if 'act_type' not in overrides:
-        assumed.append('act_type')
-        notes.append("act_type: not stored in the weights; using the official LeakyReLU (slope 0.05) "
-                     "(override with --set act_type=...)")
-    opt.update(overrides)
-    return OfficialImport(sd, opt, notes, tuple(assumed))
+    opt.update(partial_channels=partial, esa_channels=sd['block1.attn.conv1.weight'].shape[0], deploy=deploy)
+    notes = ImportNotes(overrides)
+    notes.note(f"{'deploy' if deploy else 'training'} form: C {num_feat}, partial {partial}, {num_block} blocks, "
+               f"ESA {opt['esa_channels']}, x{opt['upscale']}")
+    notes.expansion(opt, 'rep_ratio', sd, 'block1.conv1.expand_conv.weight', num_feat,
+                    "rep_ratio: the training-form RRRB expansion is not stored in a deploy checkpoint; using 2 "
+                    "(FMEN's; it does not change the deploy network)")
+    notes.unstored(opt, 'act_type', 'lrelu', OFFICIAL_LEAKY_RELU)
+    return notes.result(sd, opt)

@@ -3,14 +3,13 @@ Super-Resolution", CVPR Workshops 2023 (team CUC_SR, NTIRE 2023 Efficient SR cha
 runtime; NTIRE 2023 ESR report §4.16, Figs. 24-26). Official code and weights:
 laonafahaodange/NTIRE2023-ESR-RepRFN@4ddbab8 ``models/team07_RepRFN.py``,
 ``model_zoo/team07_reprfn.pth`` (deploy form only; MIT)."""
-import re
-
 from basicsr.utils.registry import ARCH_REGISTRY
 from torch import nn
 
 from .contract import Int, OneOf, SRArch
-from .layers import ACTIVATIONS, ESA, ESA_MIN_INPUT_SIZE, make_activation
-from .official import OfficialImport, OfficialImportError, infer_upscale, register_importer, top_level_names
+from .layers import ACTIVATIONS, ESA, ESA_MIN_INPUT_SIZE, ResidualTrunk, make_activation
+from .official import (OFFICIAL_LEAKY_RELU, ImportNotes, count_numbered, numbered_layout, register_importer,
+                       trunk_options)
 from .rep import RepRFNBlock
 
 __all__ = ['RepRFN', 'RepRFB']
@@ -48,7 +47,7 @@ class UpsampleBlock(nn.Module):
 
 
 @ARCH_REGISTRY.register()
-class RepRFN(SRArch):
+class RepRFN(ResidualTrunk, SRArch):
     """RepRFN (report §4.16, Fig. 24): ``fea_conv`` (3x3) -> ``reprfb1..reprfb{num_block}``
     (:class:`RepRFB`) -> ``lr_conv`` (3x3) + ``fea_conv``'s output -> ``upsampler`` (3x3 conv,
     PixelShuffle(s)).
@@ -83,6 +82,8 @@ class RepRFN(SRArch):
     min_input_size = ESA_MIN_INPUT_SIZE
     fp16_safe = True
     tile_exact = False
+    trunk_names = ('fea_conv', 'lr_conv', 'upsampler')
+    block_prefix = 'reprfb'
 
     def __init__(self, num_in_ch: Int(1) = 3, num_out_ch: Int(1) = 3, num_feat: Int(1) = 48, num_block: Int(1) = 4,
                  upscale: OneOf(2, 3, 4) = 4, act_type: OneOf(*ACTIVATIONS) = 'lrelu', esa_channels: Int(1) = 16,
@@ -92,29 +93,13 @@ class RepRFN(SRArch):
         self.receptive_radius = None
         self.deploy = deploy
         self.fea_conv = nn.Conv2d(num_in_ch, num_feat, 3, padding=1)
-        self.block_names = [f'reprfb{i}' for i in range(1, num_block + 1)]
-        for name in self.block_names:
-            self.add_module(name, RepRFB(num_feat, act_type, esa_channels, expand, deploy))
+        self.add_blocks([RepRFB(num_feat, act_type, esa_channels, expand, deploy) for _ in range(num_block)])
         self.lr_conv = nn.Conv2d(num_feat, num_feat, 3, padding=1)
         self.upsampler = UpsampleBlock(num_feat, num_out_ch, upscale)
 
-    def forward(self, x):
-        fea = self.fea_conv(x)
-        out = fea
-        for name in self.block_names:
-            out = getattr(self, name)(out)
-        return self.upsampler(self.lr_conv(out) + fea)
-
-
-def _block_numbers(sd):
-    names = {k.split('.', 1)[0] for k in sd}
-    return sorted(int(m.group(1)) for m in map(re.compile(r'reprfb(\d+)').fullmatch, names) if m)
-
 
 def _is_reprfn(sd):
-    blocks = _block_numbers(sd)
-    names = {'fea_conv', 'lr_conv', 'upsampler'} | {f'reprfb{i}' for i in blocks}
-    return bool(blocks) and top_level_names(sd) == names \
+    return numbered_layout(sd, RepRFN.trunk_names, RepRFN.block_prefix) \
         and 'upsampler.conv.weight' in sd and 'reprfb1.conv3.weight' in sd \
         and any(k.startswith('reprfb1.repblock1.') for k in sd)
 
@@ -124,32 +109,16 @@ def import_official_reprfn(sd, overrides):
     """laonafahaodange/NTIRE2023-ESR-RepRFN ``model_zoo/team07_reprfn.pth``: a raw state dict of
     the deploy form (``reprfb{i}.repblock{j}.rbr_reparam``), saved from CUDA tensors; training-form
     dicts (``rbr_3x3_branch`` ...) of the official code or this package load too."""
-    blocks = _block_numbers(sd)
-    if blocks != list(range(1, len(blocks) + 1)):
-        raise OfficialImportError(f'RepRFN blocks must be reprfb1..reprfb{len(blocks)}, found {blocks}')
-    num_feat, num_in_ch = sd['fea_conv.weight'].shape[:2]
-    num_out_ch = int(overrides.get('num_out_ch', num_in_ch))
+    opt = trunk_options(sd, overrides, 'RepRFN', 'fea_conv', 'upsampler.conv',
+                        count_numbered(sd, RepRFN.block_prefix, 'RepRFN'))
+    num_feat, num_block = opt['num_feat'], opt['num_block']
     deploy = 'reprfb1.repblock1.rbr_reparam.weight' in sd
-    opt = dict(type='RepRFN', num_in_ch=num_in_ch, num_out_ch=num_out_ch, num_feat=num_feat, num_block=len(blocks),
-               upscale=infer_upscale(sd['upsampler.conv.weight'].shape[0], num_out_ch),
-               esa_channels=sd['reprfb1.esa.conv1.weight'].shape[0], deploy=deploy)
-    notes, assumed = [f"{'deploy' if deploy else 'training'} form: C {num_feat}, {len(blocks)} RepRFBs, "
-                      f"ESA {opt['esa_channels']}, x{opt['upscale']}"], []
-    if deploy:
-        opt['expand'] = overrides.get('expand', 2)
-        if 'expand' not in overrides:
-            assumed.append('expand')
-            notes.append('expand: a deploy checkpoint does not store the 1x1 -> 3x3 branch width; using the '
-                         'official 2 (it matters only for training)')
-    else:
-        opt['expand'] = sd['reprfb1.repblock1.rbr_1x1_3x3_branch_1x1.weight'].shape[0] // num_feat
-    if any(k.endswith('act.weight') for k in sd):
-        opt['act_type'] = 'prelu'
-    else:
-        opt['act_type'] = overrides.get('act_type', 'lrelu')
-        if 'act_type' not in overrides:
-            assumed.append('act_type')
-            notes.append("act_type: not stored in the weights; using the official LeakyReLU (slope 0.05) "
-                         "(override with --set act_type=...)")
-    opt.update(overrides)
-    return OfficialImport(sd, opt, notes, tuple(assumed))
+    opt.update(esa_channels=sd['reprfb1.esa.conv1.weight'].shape[0], deploy=deploy)
+    notes = ImportNotes(overrides)
+    notes.note(f"{'deploy' if deploy else 'training'} form: C {num_feat}, {num_block} RepRFBs, "
+               f"ESA {opt['esa_channels']}, x{opt['upscale']}")
+    notes.expansion(opt, 'expand', sd, 'reprfb1.repblock1.rbr_1x1_3x3_branch_1x1.weight', num_feat,
+                    'expand: a deploy checkpoint does not store the 1x1 -> 3x3 branch width; using the official 2 '
+                    '(it matters only for training)')
+    notes.activation(opt, any(k.endswith('act.weight') for k in sd), 'lrelu', OFFICIAL_LEAKY_RELU)
+    return notes.result(sd, opt)

@@ -3,14 +3,14 @@ Super-Resolution", CVPR Workshops 2022 (team ByteESR, NTIRE 2022 Efficient SR ch
 the runtime track; its pruned entry is the NTIRE 2024 ESR baseline). Official code and weights:
 bytedance/RLFN@bccfde9 ``model/block.py``, ``model/rlfn.py``, ``model/rlfn_s.py``,
 ``model/rlfn_ntire.py``, ``model_zoo/*.pth`` (Apache-2.0)."""
-import re
-
 from basicsr.utils.registry import ARCH_REGISTRY
 from torch import nn
 
 from .contract import Int, OneOf, SRArch
-from .layers import ACTIVATIONS, ESA, ESA_MIN_INPUT_SIZE, conv_pixel_shuffle, make_activation
-from .official import OfficialImport, OfficialImportError, infer_upscale, register_importer, top_level_names
+from .layers import (ESA, ESA_MIN_INPUT_SIZE, PARAMETER_FREE_ACTIVATIONS, LocalFeatureBlock, ResidualTrunk,
+                     conv_pixel_shuffle, make_activation)
+from .official import (OFFICIAL_LEAKY_RELU, ImportNotes, count_numbered, numbered_layout, register_importer,
+                       trunk_options)
 
 __all__ = ['RLFN', 'RLFB', 'RLFN_VARIANTS', 'RLFN_ACTIVATIONS']
 
@@ -23,10 +23,14 @@ RLFN_VARIANTS = {
 }
 
 # one activation module serves mid and num_feat channels, as in the official block
-RLFN_ACTIVATIONS = tuple(a for a in ACTIVATIONS if a != 'prelu')
+RLFN_ACTIVATIONS = PARAMETER_FREE_ACTIVATIONS
 
 
-class RLFB(nn.Module):
+def _conv3x3(cin, cout):
+    return nn.Conv2d(cin, cout, 3, padding=1)
+
+
+class RLFB(LocalFeatureBlock):
     """Residual local feature block (RLFN paper §3.1, Fig. 2b; official ``RLFB``):
     ``r = act(c3_r(act(c2_r(act(c1_r(x)))))) + x`` (three 3x3 convs C -> mid -> mid -> C), then
     ``esa(c5(r))`` (c5 1x1, the light ESA with 16 channels). One activation module (``act``)
@@ -34,20 +38,14 @@ class RLFB(nn.Module):
 
     def __init__(self, num_feat, mid_channels, esa_channels=16, act_type='lrelu'):
         super().__init__()
-        self.c1_r = nn.Conv2d(num_feat, mid_channels, 3, padding=1)
-        self.c2_r = nn.Conv2d(mid_channels, mid_channels, 3, padding=1)
-        self.c3_r = nn.Conv2d(mid_channels, num_feat, 3, padding=1)
+        self.add_convs(num_feat, mid_channels, _conv3x3)
         self.c5 = nn.Conv2d(num_feat, num_feat, 1)
         self.esa = ESA(num_feat, esa_channels, variant='light')
         self.act = make_activation(act_type, num_feat)
 
-    def forward(self, x):
-        r = self.act(self.c3_r(self.act(self.c2_r(self.act(self.c1_r(x))))))
-        return self.esa(self.c5(r + x))
-
 
 @ARCH_REGISTRY.register()
-class RLFN(SRArch):
+class RLFN(ResidualTrunk, SRArch):
     """RLFN (paper §3.1, Fig. 2a): conv_1 (3x3) -> block_1..block_{num_block} RLFBs -> conv_2 (3x3)
     + conv_1's output -> upsampler (3x3 conv to 3·s² channels, PixelShuffle(s)).
 
@@ -101,31 +99,16 @@ class RLFN(SRArch):
         self.receptive_radius = None
         self.deploy = deploy
         mid_channels = num_feat if mid_channels is None else mid_channels
-        self.conv_1 = nn.Conv2d(num_in_ch, num_feat, 3, padding=1)
-        self.block_names = [f'block_{i}' for i in range(1, num_block + 1)]
-        for name in self.block_names:
-            self.add_module(name, RLFB(num_feat, mid_channels, esa_channels, act_type))
-        self.conv_2 = nn.Conv2d(num_feat, num_feat, 3, padding=1)
+        self.conv_1 = _conv3x3(num_in_ch, num_feat)
+        self.add_blocks([RLFB(num_feat, mid_channels, esa_channels, act_type) for _ in range(num_block)])
+        self.conv_2 = _conv3x3(num_feat, num_feat)
         self.upsampler = conv_pixel_shuffle(num_feat, num_out_ch, upscale)
-
-    def forward(self, x):
-        fea = self.conv_1(x * self.img_range)
-        out = fea
-        for name in self.block_names:
-            out = getattr(self, name)(out)
-        return self.upsampler(self.conv_2(out) + fea) / self.img_range
-
-
-def _block_numbers(sd):
-    names = {k.split('.', 1)[0] for k in sd}
-    return sorted(int(m.group(1)) for m in map(re.compile(r'block_(\d+)').fullmatch, names) if m)
 
 
 def _is_rlfn(sd):
     # trunk convs with biases and plain conv keys (``c1_r.weight``): DIPNet (bias-free trunk) and
     # DLFAN (``c1_r.dbb_reparam``) have the same top-level names; the light ESA has no conv_max
-    blocks = _block_numbers(sd)
-    return bool(blocks) and top_level_names(sd) == {'conv_1', 'conv_2', 'upsampler'} | {f'block_{i}' for i in blocks} \
+    return numbered_layout(sd, RLFN.trunk_names, RLFN.block_prefix) \
         and all(k in sd for k in ('conv_1.bias', 'block_1.c1_r.weight', 'block_1.c1_r.bias',
                                   'block_1.esa.conv3.weight')) \
         and 'block_1.esa.conv_max.weight' not in sd
@@ -137,30 +120,17 @@ def import_official_rlfn(sd, overrides):
     2024 ESR ``team00_rlfn.pth``), ``rlfn_x4.pth``, ``rlfn_s_x4.pth`` and the x2 files: raw state
     dicts. The form is told from the shapes (C, mid, blocks) and named in ``variant`` when it is
     one of the published ones."""
-    blocks = _block_numbers(sd)
-    if blocks != list(range(1, len(blocks) + 1)):
-        raise OfficialImportError(f'RLFN blocks must be block_1..block_{len(blocks)}, found {blocks}')
-    num_feat, num_in_ch = sd['conv_1.weight'].shape[:2]
-    mid = sd['block_1.c1_r.weight'].shape[0]
-    num_out_ch = int(overrides.get('num_out_ch', num_in_ch))
-    opt = dict(type='RLFN', num_in_ch=num_in_ch, num_out_ch=num_out_ch, num_feat=num_feat, num_block=len(blocks),
-               upscale=infer_upscale(sd['upsampler.0.weight'].shape[0], num_out_ch),
-               mid_channels=None if mid == num_feat else mid, esa_channels=sd['block_1.esa.conv1.weight'].shape[0],
+    opt = trunk_options(sd, overrides, 'RLFN', 'conv_1', 'upsampler.0', count_numbered(sd, RLFN.block_prefix, 'RLFN'))
+    num_feat, num_block, mid = opt['num_feat'], opt['num_block'], sd['block_1.c1_r.weight'].shape[0]
+    opt.update(mid_channels=None if mid == num_feat else mid, esa_channels=sd['block_1.esa.conv1.weight'].shape[0],
                deploy=False)
     shape = {k: opt[k] for k in ('num_feat', 'mid_channels', 'num_block')}
     variant = next((name for name, values in RLFN_VARIANTS.items()
                     if {'mid_channels': None, **values} == shape and opt['esa_channels'] == 16), None)
     opt['variant'] = variant
-    notes, assumed = [], ['deploy']
-    notes.append(f"{variant or 'not a published form'}: C {num_feat}, mid {mid}, {len(blocks)} blocks, "
-                 f"ESA {opt['esa_channels']}, x{opt['upscale']}")
-    if 'deploy' not in overrides:
-        notes.append('deploy: RLFN has no reparameterizable block; its training and deploy forms are the same '
-                     'network (deploy=False)')
-    opt['act_type'] = overrides.get('act_type', 'lrelu')
-    if 'act_type' not in overrides:
-        assumed.append('act_type')
-        notes.append("act_type: not stored in the weights; using the official LeakyReLU (slope 0.05) "
-                     "(override with --set act_type=...)")
-    opt.update(overrides)
-    return OfficialImport(sd, opt, notes, tuple(assumed))
+    notes = ImportNotes(overrides, assumed=['deploy'])
+    notes.note(f"{variant or 'not a published form'}: C {num_feat}, mid {mid}, {num_block} blocks, "
+               f"ESA {opt['esa_channels']}, x{opt['upscale']}")
+    notes.single_form('RLFN')
+    notes.unstored(opt, 'act_type', 'lrelu', OFFICIAL_LEAKY_RELU)
+    return notes.result(sd, opt)

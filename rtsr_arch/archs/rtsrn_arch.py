@@ -8,7 +8,8 @@ from torch import nn
 
 from .contract import Int, OneOf, SRArch
 from .layers import ACTIVATIONS, conv_pixel_shuffle, make_activation
-from .official import OfficialImport, OfficialImportError, infer_upscale, register_importer, top_level_names
+from .official import (OfficialImport, OfficialImportError, infer_upscale, register_importer, top_level_names,
+                       unstored_note)
 
 __all__ = ['RTSRN']
 
@@ -148,8 +149,7 @@ def import_official_rtsrn(sd, overrides):
         act_type = overrides.get('act_type', 'relu')
         if 'act_type' not in overrides:
             assumed.append('act_type')
-            notes.append("act_type: not stored in the weights; using the official 'relu' "
-                         "(override with --set act_type=...)")
+            notes.append(unstored_note('act_type', "the official 'relu'"))
     num_feat, num_in_ch = sd['head.0.weight'].shape[:2]
     num_out_ch = int(overrides.get('num_out_ch', num_in_ch))
     opt = dict(type='RTSRN', num_in_ch=int(num_in_ch), num_out_ch=num_out_ch, num_feat=int(num_feat),

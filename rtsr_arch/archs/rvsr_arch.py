@@ -9,7 +9,7 @@ from torch.nn import functional as F
 
 from .contract import Int, OneOf, SRArch
 from .layers import ACTIVATIONS, SqueezeExcite, make_activation
-from .official import OfficialImport, OfficialImportError, count_indexed, infer_upscale, register_importer
+from .official import ImportNotes, OfficialImportError, count_indexed, infer_upscale, register_importer
 from .rep import RVSRRepConv
 
 __all__ = ['RVSR', 'RepViTBlock', 'RVSRFFN']
@@ -154,20 +154,9 @@ def import_official_rvsr(sd, overrides):
     width and form come from the shapes; the FFN activation is not stored (GELU as the official
     code, listed as assumed) except a PReLU's slopes."""
     opt = _rvsr_options(sd)
-    notes, assumed = [], []
-    if 'body.0.channel_mixer.ffn.1.weight' in sd:
-        opt['act_type'] = 'prelu'
-    else:
-        opt['act_type'] = overrides.get('act_type', 'gelu')
-        if 'act_type' not in overrides:
-            assumed.append('act_type')
-            notes.append("act_type: not stored in the weights; using the official 'gelu' in the FFNs "
-                         "(override with --set act_type=...)")
+    notes = ImportNotes(overrides)
+    notes.activation(opt, 'body.0.channel_mixer.ffn.1.weight' in sd, 'gelu', "the official 'gelu' in the FFNs")
     if not opt['num_block']:
         for key, default in (('ffn_ratio', 2), ('se_channels', 8)):
-            opt[key] = overrides.get(key, default)
-            if key not in overrides:
-                assumed.append(key)
-                notes.append(f'{key}: no RepViT block in the checkpoint; using {default}')
-    opt.update(overrides)
-    return OfficialImport(dict(sd), opt, notes, tuple(assumed))
+            notes.assume(opt, key, default, f'{key}: no RepViT block in the checkpoint; using {default}')
+    return notes.result(dict(sd), opt)

@@ -15,17 +15,15 @@ from torch import nn
 from torch.nn import functional as F
 
 from .contract import Float, Int, OneOf, SRArch
-from .layers import ACTIVATIONS, SAFM, ffn_scale_for, make_activation
-from .official import OfficialImport, OfficialImportError, count_indexed, infer_upscale, register_importer, \
-    top_level_names
+from .layers import (NTIRE23_SAFM_LEVELS, NTIRE23_SAFM_POOL_SHIFT, PARAMETER_FREE_ACTIVATIONS, SAFM, check_ffn_scale,
+                     check_safm_width, conv_channel_mixer, ffn_scale_for, safm_min_input_size)
+from .official import ImportNotes, OfficialImportError, count_indexed, infer_upscale, register_importer, top_level_names
 from .rep import ReparamBlock, RepVGGBlock
 
-__all__ = ['SAFMN', 'GRN', 'CCM', 'AttBlock', 'SAFMN_ACTIVATIONS', 'SAFM_LEVELS']
+__all__ = ['SAFMN', 'GRN', 'CCM', 'AttBlock', 'SAFMN_ACTIVATIONS']
 
 # parameter-free activations (GELU in the official code); one keyword serves SAFM and CCM
-SAFMN_ACTIVATIONS = tuple(a for a in ACTIVATIONS if a != 'prelu')
-SAFM_LEVELS = 4  # SAFM cuts the features in 4 levels: full size, 1/4, 1/8, 1/16
-POOL_SHIFT = 1  # the NTIRE 2023 SAFM pools level i to H // 2**(i + 1) (the ICCV 2023 SAFMN: H // 2**i)
+SAFMN_ACTIVATIONS = PARAMETER_FREE_ACTIVATIONS
 
 
 class GRN(nn.Module):
@@ -52,9 +50,7 @@ class CCM(nn.Module):
 
     def __init__(self, dim, ffn_scale=2.0, act_type='gelu'):
         super().__init__()
-        hidden = int(dim * ffn_scale)
-        self.ccm = nn.Sequential(nn.Conv2d(dim, hidden, 3, 1, 1, bias=False), make_activation(act_type, hidden),
-                                 nn.Conv2d(hidden, dim, 1, 1, 0, bias=False))
+        self.ccm = conv_channel_mixer(dim, ffn_scale, act_type)
 
     def forward(self, x):
         return self.ccm(x)
@@ -66,7 +62,7 @@ class AttBlock(nn.Module):
 
     def __init__(self, dim, ffn_scale=2.0, act_type='gelu'):
         super().__init__()
-        self.safm = SAFM(dim, SAFM_LEVELS, pool_shift=POOL_SHIFT, bias=False, act_type=act_type)
+        self.safm = SAFM(dim, NTIRE23_SAFM_LEVELS, pool_shift=NTIRE23_SAFM_POOL_SHIFT, bias=False, act_type=act_type)
         self.ccm = CCM(dim, ffn_scale, act_type)
 
     def forward(self, x):
@@ -120,21 +116,17 @@ class SAFMN(SRArch):
              'Sec. 4.17 (team NJUST_R: SAFMN, Sun et al., ICCV 2023)')
     code = 'sunny2109/SAFMN@68c2182'
     license = 'Apache-2.0 (NTIRE2023_ESR/ folder: MIT)'
-    min_input_size = 2 ** (SAFM_LEVELS - 1 + POOL_SHIFT)  # 16
+    min_input_size = safm_min_input_size(NTIRE23_SAFM_LEVELS, NTIRE23_SAFM_POOL_SHIFT)  # 16
     tile_exact = False
     preset_key = 'preset'
     presets = {'ntire23_esr': dict(num_feat=36, num_block=8, ffn_scale=2.0, upscale=4)}
 
-    def __init__(self, num_in_ch: Int(1) = 3, num_out_ch: Int(1) = 3, num_feat: Int(SAFM_LEVELS) = 36,
+    def __init__(self, num_in_ch: Int(1) = 3, num_out_ch: Int(1) = 3, num_feat: Int(NTIRE23_SAFM_LEVELS) = 36,
                  num_block: Int(1) = 8, ffn_scale: Float(0) = 2.0, upscale: OneOf(2, 3, 4) = 4,
                  act_type: OneOf(*SAFMN_ACTIVATIONS) = 'gelu', preset: str = None, deploy: bool = False):
         super().__init__()
-        if num_feat % SAFM_LEVELS:
-            raise ValueError(f'SAFMN: num_feat={num_feat!r}: expected a multiple of {SAFM_LEVELS} '
-                             f'(SAFM splits the features in {SAFM_LEVELS} levels)')
-        if int(num_feat * ffn_scale) < 1:
-            raise ValueError(f'SAFMN: ffn_scale={ffn_scale!r}: int(num_feat * ffn_scale) must be >= 1 '
-                             f'(num_feat={num_feat})')
+        check_safm_width('SAFMN', num_feat, NTIRE23_SAFM_LEVELS)
+        check_ffn_scale('SAFMN', num_feat, ffn_scale)
         if num_out_ch != num_in_ch:
             raise ValueError(f'SAFMN: num_out_ch={num_out_ch!r}: must equal num_in_ch={num_in_ch!r} (the output '
                              f'adds the bilinearly upscaled input)')
@@ -202,13 +194,10 @@ def import_official_safmn(sd, overrides):
     opt = dict(type='SAFMN', num_in_ch=num_in_ch, num_out_ch=num_in_ch, num_feat=num_feat,
                num_block=count_indexed(sd, 'feats'), ffn_scale=ffn_scale_for(num_feat, hidden),
                upscale=infer_upscale(tail.shape[0], num_in_ch), act_type='gelu', deploy=deploy)
-    notes, assumed = [], []
-    if 'act_type' not in overrides:
-        assumed.append('act_type')
-        notes.append('act_type: gelu, as the official SAFMN (the weights do not say)')
+    notes = ImportNotes(overrides)
+    notes.official(opt, 'act_type', 'gelu', 'SAFMN')
     if deploy:
-        notes.append('form: plain to_feat / to_img convs, the released deploy form (deploy=True)')
-    notes.append("weights: the official test_demo.py loads 'params'; a {params, params_ema} checkpoint's "
-                 "EMA weights are selected with param_key='params_ema'")
-    opt.update(overrides)
-    return OfficialImport(sd, opt, notes, tuple(assumed))
+        notes.note('form: plain to_feat / to_img convs, the released deploy form (deploy=True)')
+    notes.note("weights: the official test_demo.py loads 'params'; a {params, params_ema} checkpoint's "
+               "EMA weights are selected with param_key='params_ema'")
+    return notes.result(sd, opt)

@@ -4,22 +4,21 @@ Super-Resolution of Compressed AVIF Images. AIS 2024 Challenge Survey", CVPRW 20
 VPEG-S), Fig. 7, Tables 1 and 3; an improvement of SAFMN (Sun et al., ICCV 2023).
 Official code: sunny2109/SAFMN@68c2182, folder ``AIS2024-RTSR/`` (``light_safmnpp_arch.py``,
 ``inference.py``, ``pretrained_model/light_safmnpp.pth``), Apache-2.0."""
-import math
-
 import torch
 from basicsr.utils.registry import ARCH_REGISTRY
 from torch import nn
 from torch.nn import functional as F
 
 from .contract import Float, Int, OneOf, SRArch
-from .layers import ACTIVATIONS, adaptive_max_pool2d_by, make_activation
-from .official import OfficialImport, count_indexed, infer_upscale, register_importer, top_level_names
+from .layers import (PARAMETER_FREE_ACTIVATIONS, SAFMNSkeleton, adaptive_max_pool2d_by, check_ffn_scale,
+                     conv_channel_mixer, ffn_scale_for, make_activation)
+from .official import ImportNotes, count_indexed, register_importer, top_level_names, trunk_options
 
 __all__ = ['SAFMNPP', 'SimpleSAFM', 'CCM', 'AttBlock', 'SAFMNPP_ACTIVATIONS', 'POOL_FACTOR']
 
 POOL_FACTOR = 8  # SimpleSAFM pools to (H // 8, W // 8)
 # activations without parameters: SimpleSAFM applies one activation module to 16- and 32-channel maps
-SAFMNPP_ACTIVATIONS = tuple(a for a in ACTIVATIONS if a != 'prelu')
+SAFMNPP_ACTIVATIONS = PARAMETER_FREE_ACTIVATIONS
 
 
 class SimpleSAFM(nn.Module):
@@ -48,9 +47,7 @@ class CCM(nn.Module):
 
     def __init__(self, dim, ffn_scale, act_type='gelu'):
         super().__init__()
-        hidden = int(dim * ffn_scale)
-        self.conv = nn.Sequential(nn.Conv2d(dim, hidden, 3, 1, 1, bias=False), make_activation(act_type, hidden),
-                                  nn.Conv2d(hidden, dim, 1, 1, 0, bias=False))
+        self.conv = conv_channel_mixer(dim, ffn_scale, act_type)
 
     def forward(self, x):
         return self.conv(x)
@@ -69,7 +66,7 @@ class AttBlock(nn.Module):
 
 
 @ARCH_REGISTRY.register()
-class SAFMNPP(SRArch):
+class SAFMNPP(SAFMNSkeleton, SRArch):
     """SAFMN++ light (AIS 2024 RTSR survey §3.3, Fig. 7; official ``SAFMN_VIS24``): bias-free
     3x3 ``to_feat`` -> ``num_block`` x [SimpleSAFM -> CCM] with one global skip
     (``feats(x) + x``) -> bias-free 3x3 conv -> PixelShuffle(upscale).
@@ -112,34 +109,17 @@ class SAFMNPP(SRArch):
         if num_feat % 2:
             raise ValueError(f'SAFMNPP: num_feat={num_feat!r}: expected an even int >= 2 '
                              f'(SimpleSAFM splits it in halves)')
-        if int(num_feat * ffn_scale) < 1:
-            raise ValueError(f'SAFMNPP: ffn_scale={ffn_scale!r}: int(num_feat * ffn_scale) must be >= 1 '
-                             f'(num_feat={num_feat})')
+        check_ffn_scale('SAFMNPP', num_feat, ffn_scale)
         self.upscale = upscale
         self.receptive_radius = None  # global: the pooling grid and the resize follow the input size
         self.deploy = deploy
-        self.to_feat = nn.Conv2d(num_in_ch, num_feat, 3, 1, 1, bias=False)
-        self.feats = nn.Sequential(*[AttBlock(num_feat, ffn_scale, act_type) for _ in range(num_block)])
-        self.to_img = nn.Sequential(nn.Conv2d(num_feat, num_out_ch * upscale ** 2, 3, 1, 1, bias=False),
-                                    nn.PixelShuffle(upscale))
-
-    def forward(self, x):
-        x = self.to_feat(x)
-        return self.to_img(self.feats(x) + x)
+        self.add_skeleton(num_in_ch, num_out_ch, num_feat, upscale,
+                          [AttBlock(num_feat, ffn_scale, act_type) for _ in range(num_block)], bias=False)
 
 
 def _is_safmnpp(sd):
     return (top_level_names(sd) == {'to_feat', 'feats', 'to_img'} and 'feats.0.conv1.proj.weight' in sd
             and 'feats.0.conv1.dwconv.weight' in sd and 'feats.0.conv2.conv.0.weight' in sd)
-
-
-def _ffn_scale(num_feat, hidden):
-    """A ratio r with ``int(num_feat * r) == hidden`` (hidden / num_feat, nudged up if float
-    rounding lands just below)."""
-    ratio = hidden / num_feat
-    while int(num_feat * ratio) < hidden:
-        ratio = math.nextafter(ratio, math.inf)
-    return ratio
 
 
 @register_importer('SAFMNPP', detect=_is_safmnpp, param_keys=('params', 'params_ema'))
@@ -148,20 +128,12 @@ def import_official_safmnpp(sd, overrides):
     ``{params, params_ema}`` whose two weight sets differ; the official ``inference.py`` loads
     ``params``, which is preferred here (``rtsr_arch.load_model(path, param_key='params_ema')``
     takes the EMA weights). Keys without prefix, every conv bias-free."""
-    num_feat, num_in_ch = sd['to_feat.weight'].shape[:2]
-    num_out_ch = int(overrides.get('num_out_ch', num_in_ch))
     hidden = sd['feats.0.conv2.conv.0.weight'].shape[0]
-    opt = dict(type='SAFMNPP', num_in_ch=num_in_ch, num_out_ch=num_out_ch, num_feat=num_feat,
-               num_block=count_indexed(sd, 'feats'), ffn_scale=_ffn_scale(num_feat, hidden),
-               upscale=infer_upscale(sd['to_img.0.weight'].shape[0], num_out_ch), act_type='gelu', deploy=False)
-    notes, assumed = [], ['deploy']
-    if 'deploy' not in overrides:
-        notes.append('deploy: SAFMN++ has no reparameterizable block; its training and deploy forms are the same '
-                     'network (deploy=False)')
-    if 'act_type' not in overrides:
-        assumed.append('act_type')
-        notes.append('act_type: gelu, as the official SAFMN_VIS24 (the weights do not say)')
-    notes.append("weights: the official inference.py loads 'params' of {params, params_ema} checkpoints, "
-                 "preferred here; param_key='params_ema' selects the EMA weights")
-    opt.update(overrides)
-    return OfficialImport(sd, opt, notes, tuple(assumed))
+    opt = trunk_options(sd, overrides, 'SAFMNPP', 'to_feat', 'to_img.0', count_indexed(sd, 'feats'),
+                        ffn_scale=ffn_scale_for(sd['to_feat.weight'].shape[0], hidden))
+    opt.update(act_type='gelu', deploy=False)
+    notes = ImportNotes(overrides, assumed=['deploy'])
+    notes.single_form('SAFMN++')
+    notes.official(opt, 'act_type', 'gelu', 'SAFMN_VIS24')
+    notes.params_preferred('inference.py')
+    return notes.result(sd, opt)

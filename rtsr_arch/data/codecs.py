@@ -21,6 +21,7 @@ import os
 from fractions import Fraction
 
 import numpy as np
+import PIL
 from PIL import Image
 
 __all__ = ['CodecUnavailableError', 'require_av', 'swscale', 'yuv420p_planes', 'jpeg_encode', 'png_encode',
@@ -157,8 +158,6 @@ def _svt_version(av):
 
 def library_versions():
     """Versions of everything that decides the degraded bytes (for manifests)."""
-    import PIL
-
     versions = {'numpy': np.__version__, 'Pillow': PIL.__version__}
     try:
         av = require_av()

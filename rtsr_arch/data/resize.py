@@ -8,6 +8,7 @@
   (``rlghksdbs/CASR`` ``png2avif.py``), bit-identical to the ffmpeg CLI.
 - ``area``: ``cv2.resize(..., INTER_AREA)``.
 """
+import cv2
 import numpy as np
 from PIL import Image
 
@@ -48,8 +49,6 @@ def downscale(img, scale, kernel):
     if kernel in ('lanczos3', 'lanczos5'):
         return lanczos(img, scale, a=int(kernel[-1])).to_ndarray()
     if kernel == 'area':
-        import cv2
-
         h, w = img.shape[:2]
         return cv2.resize(img, (w // scale, h // scale), interpolation=cv2.INTER_AREA)
     raise ValueError(f"resize kernel: expected one of {', '.join(KERNELS)}; got {kernel!r}")

@@ -9,7 +9,7 @@ import torch
 from basicsr.utils.registry import ARCH_REGISTRY
 
 import rtsr_arch
-from helpers import photo, randomize
+from helpers import n_params, photo, randomize
 from rtsr_arch.archs.official import IMPORTERS, find_importers
 from rtsr_arch.archs.rep import ReparamBlock
 from rtsr_arch.utils.checkpoint import load_state_dict_checked
@@ -17,10 +17,6 @@ from rtsr_arch.utils.options import build_network
 
 TOL64 = 1e-10  # absolute, float64 (weights drawn with fan-in scaling keep outputs O(1))
 TOL32 = 1e-5  # relative to max |y|, float32
-
-
-def n_params(model):
-    return sum(p.numel() for p in model.parameters())  # parameters() de-duplicates shared tensors
 
 
 def seed_of(*key):

@@ -7,8 +7,6 @@ MACs. Fusion, parameter counts, keyword errors, tiling and export are checked fo
 by test_contract.py."""
 import copy
 import math
-import os
-from pathlib import Path
 
 import pytest
 import torch
@@ -16,7 +14,8 @@ from torch import nn
 from torch.nn import functional as F
 
 import rtsr_arch
-from helpers import photo, randomize
+from helpers import load_official, module_names, official_fixture, photo, photos, randomize
+from reference import conv, tf32_round
 from rtsr_arch.archs.casr_arch import CASR
 from rtsr_arch.archs.official import find_importers
 from rtsr_arch.archs.rep import CollapsibleBlock
@@ -25,30 +24,20 @@ from rtsr_arch.utils.efficiency import count_ntire_esr
 
 pytestmark = pytest.mark.usefixtures('torch_single_thread')
 
-FIXTURES_DIR = Path(os.environ.get('RTSR_OFFICIAL_FIXTURES') or Path(__file__).resolve().parents[3] /
-                    'shared/fixtures/official')
 STAGES = ('final', 'ft', 'scratch')
 FILES = [f'casr_{stage}_{form}.pt' for stage in STAGES for form in ('train', 'deploy')]
 ALIASES = ('w0', 'b0', 'w1', 'b1', 'w0_b2', 'b0_b2', 'w1_b2', 'b1_b2')
 BLOCKS = ('head', 'backbone.0', 'transition.0', 'input_conv2')
 
 
-def fixture(name):
-    path = FIXTURES_DIR / name
-    if not path.is_file():
-        pytest.skip(f'official fixture {path} not found (set RTSR_OFFICIAL_FIXTURES)')
-    return path
-
-
 def raw(name, dtype=torch.float32):
     """The official file as stored: a raw state dict with the alias keys."""
-    return {k: v.to(dtype) for k, v in torch.load(fixture(name), map_location='cpu', weights_only=True).items()}
+    return load_official(name, dtype)
 
 
-def photos(dtype=torch.float32):
+def crops(dtype=torch.float32):
     """Real photographs (scikit-image), sizes multiples of 3 as the official network needs."""
-    return [torch.cat([photo(p, 48, 60, dtype=dtype) for p in ('astronaut', 'coffee', 'chelsea')]),
-            photo('rocket', 33, 75, dtype=dtype)]
+    return [photos(48, 60, dtype), photo('rocket', 33, 75, dtype=dtype)]
 
 
 # ----------------------------------------------------------------------------- independent reference
@@ -56,14 +45,14 @@ def photos(dtype=torch.float32):
 def repblock_v5(sd, prefix, x, act):
     """Official RepBlockV5 (``source/models/RepConv_block.py``) on the official keys: training form
     act(conv1(conv0 x) + conv1_b2(conv0_b2 x) + (x or conv1_res x)), or deploy form act(conv3x3 x)."""
-    def conv(name, t, padding=0):
-        return F.conv2d(t, sd[f'{prefix}.{name}.weight'], sd.get(f'{prefix}.{name}.bias'), padding=padding)
+    def c(name, t, padding=0):
+        return conv(t, sd, f'{prefix}.{name}', padding=padding)
 
     if f'{prefix}.conv3x3.weight' in sd:
-        y = conv('conv3x3', x, 1)
+        y = c('conv3x3', x, 1)
     else:
-        y = conv('conv1', conv('conv0', x, 1)) + conv('conv1_b2', conv('conv0_b2', x, 1))
-        y = y + (conv('conv1_res', x) if f'{prefix}.conv1_res.weight' in sd else x)
+        y = c('conv1', c('conv0', x, 1)) + c('conv1_b2', c('conv0_b2', x, 1))
+        y = y + (c('conv1_res', x) if f'{prefix}.conv1_res.weight' in sd else x)
     return F.gelu(y) if act else y
 
 
@@ -80,13 +69,6 @@ def casr_reference(sd, x):
     y = F.pixel_shuffle(repblock_v5(sd, 'transition.0', y, False), 3)
     y = repblock_v5(sd, 'input_conv2', y + x, False)
     return F.pixel_shuffle(y, math.isqrt(y.shape[1] // x.shape[1]))
-
-
-def tf32(t):
-    """``t`` rounded to TensorFloat-32 (10-bit mantissa, to nearest), as an Ampere GPU rounds
-    matmul operands with ``allow_tf32``."""
-    bits = t.float().contiguous().view(torch.int32)
-    return ((bits + 0x1000) & ~0x1FFF).view(torch.float32)
 
 
 def official_merge(sd, prefix, rounding=lambda t: t):
@@ -147,14 +129,11 @@ def test_network_structure_matches_the_official_forward():
 def test_state_dict_layout():
     """Official names: training ``conv0/conv1/conv0_b2/conv1_b2`` (+ ``conv1_res`` where in != out),
     deploy ``conv3x3``; the backbone block has the identity."""
-    def layout(model):
-        return {k.rsplit('.', 1)[0] for k in model.state_dict()}
-
     train = {f'{b}.{c}' for b in BLOCKS for c in ('conv0', 'conv1', 'conv0_b2', 'conv1_b2')}
-    assert layout(CASR()) == train | {f'{b}.conv1_res' for b in ('head', 'transition.0', 'input_conv2')}
+    assert module_names(CASR()) == train | {f'{b}.conv1_res' for b in ('head', 'transition.0', 'input_conv2')}
     deploy = {f'{b}.conv3x3' for b in BLOCKS}
-    assert layout(CASR(deploy=True)) == deploy == layout(rtsr_arch.reparameterize(CASR()))
-    assert layout(CASR(act_type='prelu', deploy=True)) == deploy | {'head.act', 'backbone.0.act'}
+    assert module_names(CASR(deploy=True)) == deploy == module_names(rtsr_arch.reparameterize(CASR()))
+    assert module_names(CASR(act_type='prelu', deploy=True)) == deploy | {'head.act', 'backbone.0.act'}
 
 
 # ----------------------------------------------------------------------------- official checkpoints
@@ -184,13 +163,13 @@ def test_official_checkpoint_reproduces_the_reference(name):
     independent reference run on the file's own tensors and form: float32 to rounding; float64 ~1e-12
     in the stored form (the partially fused file's ``input_conv2`` is fused on import, and rounded
     to the file's float32 once)."""
-    path = fixture(name)
+    path = official_fixture(name)
     sd = raw(name)
     resolved = resolve_checkpoint(path)
     assert resolved.how == 'official CASR checkpoint'
     model = load_model(path)
     assert sum(p.numel() for p in model.parameters()) == 26_203
-    for x in photos():
+    for x in crops():
         ref = casr_reference(sd, x)
         with torch.no_grad():
             err = max_diff(model(x), ref)
@@ -199,7 +178,7 @@ def test_official_checkpoint_reproduces_the_reference(name):
         assert err <= 1e-5 * ref.abs().max()
     stored = load_model(path, deploy=None, dtype=torch.float64)
     sd64 = raw(name, torch.float64)
-    for x in photos(torch.float64):
+    for x in crops(torch.float64):
         with torch.no_grad():
             err = max_diff(stored(x), casr_reference(sd64, x))
         print(f'{name}: stored form float64 vs reference max |diff| {err:.3g}')
@@ -217,13 +196,13 @@ def test_our_fusion_of_the_training_file_reproduces_the_official_deploy_file(sta
     matrix-vector one, so only weights are affected): they differ from the exact merge by up to
     1e-3 (biases by 1e-7), outputs by ~6e-4. A TF32-emulated merge of the training file reproduces
     the committed kernels to ~1e-5; ours is the exact one (matching the training form to 5e-6)."""
-    trained = load_model(fixture(f'casr_{stage}_train.pt'), deploy=False)
+    trained = load_model(official_fixture(f'casr_{stage}_train.pt'), deploy=False)
     fused = rtsr_arch.reparameterize(trained)
     assert fused.network_opt['deploy'] is True and isinstance(fused.head.conv3x3, nn.Conv2d)
-    official = load_model(fixture(f'casr_{stage}_deploy.pt'))
+    official = load_model(official_fixture(f'casr_{stage}_deploy.pt'))
     train_sd, deploy_sd = raw(f'casr_{stage}_train.pt'), raw(f'casr_{stage}_deploy.pt')
     worst_official = worst_exact = 0.0
-    for x in photos():
+    for x in crops():
         with torch.no_grad():
             y_ours, y_official = fused(x), official(x)
         ref = casr_reference(train_sd, x)
@@ -240,7 +219,7 @@ def test_our_fusion_of_the_training_file_reproduces_the_official_deploy_file(sta
         if stage == 'final':
             assert max_diff(ours, committed) <= 1e-5
         else:
-            assert max_diff(official_merge(train_sd, block, tf32).float(), committed) <= 2e-5
+            assert max_diff(official_merge(train_sd, block, tf32_round).float(), committed) <= 2e-5
     if stage == 'final':
         assert worst_official <= 1e-5
     else:
@@ -256,18 +235,18 @@ def test_partially_fused_scratch_file_equals_the_scratch_training_fusion():
     train_sd = raw('casr_scratch_train.pt')
     assert {k for k in partial if k.startswith('input_conv2.')} == {k for k in train_sd if k.startswith('input_conv2.')}
     assert all(torch.equal(partial[k], train_sd[k]) for k in partial if k.startswith('input_conv2.'))
-    resolved = resolve_checkpoint(fixture('casr_scratch_deploy.pt'))
+    resolved = resolve_checkpoint(official_fixture('casr_scratch_deploy.pt'))
     assert resolved.network_opt['deploy'] is True
     assert any('partially fused' in note and 'input_conv2' in note for note in resolved.notes)
-    loaded = load_model(fixture('casr_scratch_deploy.pt'))
-    fused = rtsr_arch.reparameterize(load_model(fixture('casr_scratch_train.pt'), deploy=False))
+    loaded = load_model(official_fixture('casr_scratch_deploy.pt'))
+    fused = rtsr_arch.reparameterize(load_model(official_fixture('casr_scratch_train.pt'), deploy=False))
     for key in ('input_conv2.conv3x3.weight', 'input_conv2.conv3x3.bias'):
         assert torch.equal(loaded.state_dict()[key], fused.state_dict()[key])
     for block in BLOCKS[:3]:
-        assert max_diff(official_merge(train_sd, block, tf32).float(), partial[f'{block}.conv3x3.weight']) <= 2e-5
+        assert max_diff(official_merge(train_sd, block, tf32_round).float(), partial[f'{block}.conv3x3.weight']) <= 2e-5
         assert torch.allclose(fused.state_dict()[f'{block}.conv3x3.bias'], partial[f'{block}.conv3x3.bias'], atol=1e-6)
     worst = 0.0
-    for x in photos():
+    for x in crops():
         with torch.no_grad():
             worst = max(worst, max_diff(loaded(x), fused(x)))
     print(f'scratch: partially fused file vs our fusion of the training file max |diff| {worst:.3g}')

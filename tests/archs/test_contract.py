@@ -6,9 +6,7 @@ round trips and detection uniqueness, the declared receptive radius, fp16 safety
 checkpoint detection. The negative controls at the end show that each check can fail."""
 import inspect
 import math
-import os
 import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -16,12 +14,13 @@ from torch.nn import functional as F
 
 import rtsr_arch
 from cases import CASES, Paper
-from helpers import photo
+from helpers import n_params, official_fixture, photo
 from checks import (build, check_deploy_build, check_fused, check_importer_round_trip, check_param_counts,
-                    has_importer, measured_receptive_radius, missing_rows, n_params, photo_input,
-                    rtsr_architectures, smallest_size, valid_sizes)
+                    has_importer, measured_receptive_radius, missing_rows, photo_input, rtsr_architectures,
+                    smallest_size, valid_sizes)
 from rtsr_arch.archs.contract import Float, Int, OneOf, SRArch
 from rtsr_arch.archs.official import find_importers
+from rtsr_arch.commands import convert
 from rtsr_arch.export import export_onnx
 from rtsr_arch.inference import upscale_tensor
 from rtsr_arch.loader import load_model, resolve_checkpoint
@@ -34,8 +33,6 @@ SMALL = [(name, i, kwargs) for name, case in CASES.items() for i, kwargs in enum
 SMALL_IDS = [f'{name}-{i}' for name, i, _ in SMALL]
 MAIN = [(name, case.small[0]) for name, case in CASES.items()]
 PAPER = [(name, paper) for name, case in CASES.items() for paper in case.paper]
-FIXTURES_DIR = Path(os.environ.get('RTSR_OFFICIAL_FIXTURES') or Path(__file__).resolve().parents[3] /
-                    'shared/fixtures/official')
 FIXTURES = [(name, *fixture) for name, case in CASES.items() for fixture in case.fixtures]
 
 
@@ -170,14 +167,21 @@ def test_importer_round_trip_and_unique_detection(name, i, kwargs):
 
 @pytest.mark.parametrize('name, filename, overrides, deploy_params', FIXTURES,
                          ids=[f'{n}-{f}' for n, f, _, _ in FIXTURES])
-def test_official_checkpoint_is_detected(name, filename, overrides, deploy_params):
-    path = FIXTURES_DIR / filename
-    if not path.is_file():
-        pytest.skip(f'official fixture {path} not found (set RTSR_OFFICIAL_FIXTURES)')
+def test_official_checkpoint_is_detected_and_converts(name, filename, overrides, deploy_params, tmp_path, capsys):
+    path = official_fixture(filename)
     resolved = resolve_checkpoint(path, overrides=overrides)
     assert resolved.how == f'official {name} checkpoint' and resolved.network_opt['type'] == name
     model = load_model(path, overrides=overrides)
     assert n_params(model) == deploy_params
+    # rtsr-convert without --arch: the converted checkpoint rebuilds the same network, bit for bit
+    out = tmp_path / 'converted.pth'
+    args = ['--input', str(path), '--out', str(out), *[f'--set={k}={v}' for k, v in overrides.items()]]
+    assert convert.main(args) == 0
+    converted = load_model(out)
+    assert converted.network_opt == model.network_opt
+    x = photo_input(model, *valid_sizes(model)[-1], torch.float32)
+    with torch.no_grad():
+        assert torch.equal(converted(x), model(x))
 
 
 # ----------------------------------------------------------------------------- declared requirements

@@ -9,9 +9,6 @@ biases) and the training recipes. Fusion, keyword errors and the generic checks 
 test_contract.py; the NTIRE 2023 ESR counts in test_ntire23_counts.py.
 """
 import copy
-import math
-import os
-from pathlib import Path
 
 import pytest
 import torch
@@ -19,113 +16,45 @@ from torch import nn
 from torch.nn import functional as F
 
 import rtsr_arch
-from helpers import ROOT, photo, randomize
+from helpers import OFFICIAL_FIXTURES, bicubic, check_half_precision, check_official_weights, \
+    check_recipe_network, check_reference_and_fusion, conv_shapes, esa_light_shapes, load_official, load_recipe, lr_photos, n_params, \
+    official_fixture, photo, psnr, randomize, state_layout
+from reference import conv, rlfn_forward, rrrb
 from rtsr_arch.archs.dipnet_arch import DIPNet, RRFB, import_official_dipnet
 from rtsr_arch.archs.official import find_importers
 from rtsr_arch.archs.rep import RRRB, RRRBConv
 from rtsr_arch.loader import read_checkpoint
-from rtsr_arch.utils.options import build_network, load_options
+from rtsr_arch.utils.options import build_network
 
 pytestmark = pytest.mark.usefixtures('torch_single_thread')
 
-FIXTURES_DIR = Path(os.environ.get('RTSR_OFFICIAL_FIXTURES') or Path(__file__).resolve().parents[3] /
-                    'shared/fixtures/official')
-PHOTOS = ('astronaut', 'coffee', 'chelsea')
 SLOPE = 0.05  # the official ``activation('lrelu', neg_slope=0.05)``
 
 
-def n_params(model):
-    return sum(p.numel() for p in model.parameters())
-
-
-def fixture(name):
-    path = FIXTURES_DIR / name
-    if not path.is_file():
-        pytest.skip(f'official fixture {path} not found (set RTSR_OFFICIAL_FIXTURES)')
-    return path
-
-
 # ======================================================================= independent reference
-# xiumu00/DIPNet models/DIPNet.py (deploy keys) and the training form written from FMEN's RRRB
-# formula (NJU-Jet/FMEN train_fmen.py), torch.nn.functional only.
+# xiumu00/DIPNet models/DIPNet.py (deploy keys): RLFN's network (reference.rlfn_forward) with a
+# bias-free trunk; the training form written from FMEN's RRRB formula (reference.rrrb).
 
-def _conv(t, sd, name, padding=0, stride=1):
-    return F.conv2d(t, sd[f'{name}.weight'], sd.get(f'{name}.bias'), stride=stride, padding=padding)
-
-
-def _rep_conv3(t, sd, name):
-    """A block 3x3 conv: deploy ``name.weight``; training: 1x1 expand, its output padded by one pixel
-    of the expand bias (zero when bias-free), 3x3 valid + the expanded map, 1x1 reduce, + t when
-    the widths match."""
-    if f'{name}.weight' in sd:
-        return _conv(t, sd, name, padding=1)
-    e = _conv(t, sd, f'{name}.expand_conv')
-    b0 = sd.get(f'{name}.expand_conv.bias')
-    padded = F.pad(e, (1, 1, 1, 1))
-    if b0 is not None:
-        border = torch.ones_like(padded[:1, :1], dtype=torch.bool)
-        border[..., 1:-1, 1:-1] = False
-        padded = torch.where(border, b0.view(1, -1, 1, 1).expand_as(padded), padded)
-    u = _conv(padded, sd, f'{name}.fea_conv') + e
-    y = _conv(u, sd, f'{name}.reduce_conv')
-    return y + t if y.shape == t.shape else y
-
-
-def _esa(x, sd, name):
-    """RLFN's light ESA (official ``ESA`` of models/DIPNet.py)."""
-    c1_ = _conv(x, sd, f'{name}.conv1')
-    c1 = _conv(c1_, sd, f'{name}.conv2', stride=2)
-    v_max = F.max_pool2d(c1, kernel_size=7, stride=3)
-    c3 = F.interpolate(_conv(v_max, sd, f'{name}.conv3', padding=1), (x.shape[2], x.shape[3]), mode='bilinear',
-                       align_corners=False)
-    return x * torch.sigmoid(_conv(c3 + _conv(c1_, sd, f'{name}.conv_f'), sd, f'{name}.conv4'))
-
-
-@torch.no_grad()
 def dipnet_reference(sd, x):
-    """The official DIPNet forward on RGB ``x`` in [0, 1] (data range 1.0), any block count; the
-    scale is ``upsampler.0``'s pixel-shuffle factor."""
-    scale = math.isqrt(sd['upsampler.0.weight'].shape[0] // x.shape[1])
-    blocks = len({k.split('.')[0] for k in sd if k.startswith('block_')})
-    fea = _conv(x, sd, 'conv_1', padding=1)
-    out = fea
-    for i in range(1, blocks + 1):
-        p = f'block_{i}'
-        r = F.leaky_relu(_rep_conv3(out, sd, f'{p}.c1_r'), SLOPE)
-        r = F.leaky_relu(_rep_conv3(r, sd, f'{p}.c2_r'), SLOPE)
-        r = F.leaky_relu(_rep_conv3(r, sd, f'{p}.c3_r'), SLOPE)
-        out = _esa(_conv(r + out, sd, f'{p}.c5'), sd, f'{p}.esa')
-    out = _conv(out, sd, 'conv_2', padding=1) + fea
-    return F.pixel_shuffle(_conv(out, sd, 'upsampler.0', padding=1), scale)
-
-
-def psnr(y, hr, border=4):
-    mse = ((y.clamp(0, 1) - hr)[..., border:-border, border:-border] ** 2).mean()
-    return (-10 * torch.log10(mse)).item()
-
-
-def lr_photos(size=48, scale=4, dtype=torch.float32):
-    """HR crops of three photographs and their antialiased bicubic LR (the NTIRE ESR degradation)."""
-    hr = torch.cat([photo(p, size * scale, size * scale, dtype=torch.float64) for p in PHOTOS])
-    lr = F.interpolate(hr, scale_factor=1 / scale, mode='bicubic', antialias=True, align_corners=False)
-    return hr.to(dtype), lr.clamp(0, 1).to(dtype)
+    """The official DIPNet forward on RGB ``x`` in [0, 1] (data range 1.0), any block count, either
+    form: a block 3x3 conv is the deploy ``name.weight`` (padding 1) or, in training form, the RRRB
+    (1x1 expand, its output padded by one pixel of the expand bias (zero when bias-free), 3x3 valid +
+    the expanded map, 1x1 reduce, + the input when the widths match)."""
+    def block_conv(t, name):
+        return conv(t, sd, name, padding=1) if f'{name}.weight' in sd else rrrb(t, sd, name)
+    return rlfn_forward(sd, x, block_conv, SLOPE)
 
 
 # ======================================================================= layouts
 
-def _layout(model):
-    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
-
-
 def _official_layout(c=44, mid=38, blocks=4, esa=16, out=48):
-    keys = {'conv_1.weight': (c, 3, 3, 3), 'conv_2.weight': (c, c, 3, 3), 'upsampler.0.weight': (out, c, 3, 3)}
+    keys = conv_shapes([('conv_1', (c, 3, 3, 3)), ('conv_2', (c, c, 3, 3)), ('upsampler.0', (out, c, 3, 3))],
+                       bias=False)
     for i in range(1, blocks + 1):
-        p = f'block_{i}'
-        keys.update({f'{p}.c1_r.weight': (mid, c, 3, 3), f'{p}.c2_r.weight': (mid, mid, 3, 3),
-                     f'{p}.c3_r.weight': (c, mid, 3, 3), f'{p}.c5.weight': (c, c, 1, 1)})
-        for conv, shape in (('conv1', (esa, c, 1, 1)), ('conv_f', (esa, esa, 1, 1)), ('conv2', (esa, esa, 3, 3)),
-                            ('conv3', (esa, esa, 3, 3)), ('conv4', (c, esa, 1, 1))):
-            keys.update({f'{p}.esa.{conv}.weight': shape, f'{p}.esa.{conv}.bias': (shape[0],)})
+        p = f'block_{i}.'
+        keys.update(conv_shapes([('c1_r', (mid, c, 3, 3)), ('c2_r', (mid, mid, 3, 3)), ('c3_r', (c, mid, 3, 3)),
+                                 ('c5', (c, c, 1, 1))], p, bias=False))
+        keys.update(conv_shapes(esa_light_shapes(c, esa), p + 'esa.'))
     return keys
 
 
@@ -134,8 +63,8 @@ def test_dipnet_deploy_layout_is_the_official_one():
     (``conv_layer(..., bias=False)``); the block convs are plain keys (no ``rep_conv`` level),
     whether built deployed or reparameterized from the training form."""
     expected = _official_layout()
-    assert _layout(DIPNet(deploy=True)) == expected and len(expected) == 59
-    assert _layout(rtsr_arch.reparameterize(DIPNet())) == expected
+    assert state_layout(DIPNet(deploy=True)) == expected and len(expected) == 59
+    assert state_layout(rtsr_arch.reparameterize(DIPNet())) == expected
     assert n_params(DIPNet(deploy=True)) == 243_252
     for model in (DIPNet(), DIPNet(deploy=True)):
         assert all('.esa.' in k for k in model.state_dict() if k.endswith('.bias'))
@@ -144,7 +73,7 @@ def test_dipnet_deploy_layout_is_the_official_one():
 def test_dipnet_training_layout():
     """Each block conv trains as an RRRBConv (FMEN's names expand_conv, fea_conv, reduce_conv;
     ratio 2 of the input width), bias-free; conv_1, conv_2, upsampler and c5 stay plain."""
-    layout = _layout(DIPNet())
+    layout = state_layout(DIPNet())
     assert layout['block_1.c1_r.expand_conv.weight'] == (88, 44, 1, 1)
     assert layout['block_1.c1_r.fea_conv.weight'] == (88, 88, 3, 3)
     assert layout['block_1.c1_r.reduce_conv.weight'] == (38, 88, 1, 1)
@@ -153,11 +82,12 @@ def test_dipnet_training_layout():
     assert {'conv_1.weight', 'conv_2.weight', 'upsampler.0.weight', 'block_4.c5.weight'} <= set(layout)
     assert n_params(DIPNet()) == 842_436
     assert all('.esa.' in k for k in layout if k.endswith('.bias'))
-    biased = _layout(DIPNet(block_bias=True))
+    biased = state_layout(DIPNet(block_bias=True))
     assert {k for k in biased if k.endswith('.bias') and '.esa.' not in k} == {
         f'block_{i}.{c}.{conv}.bias' for i in range(1, 5) for c in ('c1_r', 'c2_r', 'c3_r')
         for conv in ('expand_conv', 'fea_conv', 'reduce_conv')}
-    assert {k for k in _layout(DIPNet(block_bias=True, deploy=True)) if k.endswith('.bias') and '.esa.' not in k} == {
+    biased_deploy = state_layout(DIPNet(block_bias=True, deploy=True))
+    assert {k for k in biased_deploy if k.endswith('.bias') and '.esa.' not in k} == {
         f'block_{i}.{c}.bias' for i in range(1, 5) for c in ('c1_r', 'c2_r', 'c3_r')}
 
 
@@ -174,55 +104,30 @@ def test_dipnet_uses_one_activation_module_per_block():
 def test_dipnet_official_weights_match_the_reference():
     """``DIPNet.pth`` through load_model (auto-detected, no architecture given) reproduces the
     independent reference on photographs to float32 rounding (float64: ~1e-13), and beats bicubic."""
-    path = fixture('dipnet.pth')
-    official = torch.load(path, map_location='cpu', weights_only=True)
-    model = rtsr_arch.load_model(path)
-    assert type(model) is DIPNet and n_params(model) == 243_252
-    assert model.network_opt == {'type': 'DIPNet', 'num_in_ch': 3, 'num_out_ch': 3, 'num_feat': 44, 'num_block': 4,
-                                 'upscale': 4, 'act_type': 'lrelu', 'mid_channels': 38, 'esa_channels': 16,
-                                 'rep_ratio': 2, 'block_bias': False, 'deploy': True}
-    hr, lr = lr_photos()
-    with torch.no_grad():
-        y = model(lr)
-    diff = (y - dipnet_reference(official, lr)).abs().max().item()
-    model64 = rtsr_arch.load_model(path, dtype=torch.float64)
-    with torch.no_grad():
-        y64 = model64(lr.double())
-    diff64 = (y64 - dipnet_reference({k: v.double() for k, v in official.items()}, lr.double())).abs().max().item()
-    bicubic = F.interpolate(lr.double(), scale_factor=4, mode='bicubic', align_corners=False)
-    gain = psnr(y64, hr.double()) - psnr(bicubic, hr.double())
-    print(f'DIPNet.pth: max |ours - reference| float32 {diff:.2e}, float64 {diff64:.2e}; '
-          f'PSNR {psnr(y64, hr.double()):.2f} dB ({gain:+.2f} dB over bicubic)')
-    assert y.shape == (3, 3, 192, 192)
-    assert diff <= 2e-6 and diff64 <= 1e-12
-    assert gain > 1.0
+    check_official_weights(official_fixture('dipnet.pth'), dipnet_reference, load_official('dipnet.pth'), DIPNet,
+                           243_252, {'type': 'DIPNet', 'num_in_ch': 3, 'num_out_ch': 3, 'num_feat': 44, 'num_block': 4,
+                                     'upscale': 4, 'act_type': 'lrelu', 'mid_channels': 38, 'esa_channels': 16,
+                                     'rep_ratio': 2, 'block_bias': False, 'deploy': True})
 
 
 def test_dipnet_computes_in_0_1():
     """Unlike RLFN (whose weights expect [0, 255]), the released DIPNet runs on [0, 1] (the official
     test_demo data range 1.0): fed [0, 255] and rescaled, it is far worse than bicubic."""
-    path = fixture('dipnet.pth')
-    official = {k: v.double() for k, v in torch.load(path, map_location='cpu', weights_only=True).items()}
+    official = load_official('dipnet.pth', torch.float64)
     hr, lr = lr_photos(dtype=torch.float64)
-    bicubic = psnr(F.interpolate(lr, scale_factor=4, mode='bicubic', align_corners=False), hr)
-    right = psnr(dipnet_reference(official, lr), hr)
-    wrong = psnr(dipnet_reference(official, lr * 255) / 255, hr)
-    print(f'DIPNet PSNR: [0, 1] {right:.2f} dB, [0, 255] {wrong:.2f} dB, bicubic {bicubic:.2f} dB')
-    assert right > bicubic + 1.0 > wrong + 1.0
+    with torch.no_grad():
+        right = psnr(dipnet_reference(official, lr), hr)
+        wrong = psnr(dipnet_reference(official, lr * 255) / 255, hr)
+    reference = psnr(bicubic(lr), hr)
+    print(f'DIPNet PSNR: [0, 1] {right:.2f} dB, [0, 255] {wrong:.2f} dB, bicubic {reference:.2f} dB')
+    assert right > reference + 1.0 > wrong + 1.0
     assert DIPNet.value_range == (0.0, 1.0)
 
 
 @pytest.mark.parametrize('dtype, tol', [(torch.float16, 1e-2), (torch.bfloat16, 5e-2)])
 def test_dipnet_official_weights_in_half_precision(dtype, tol):
     """fp16_safe: [0, 1] features stay far below float16's range; bfloat16 keeps 8 mantissa bits."""
-    path = fixture('dipnet.pth')
-    _, lr = lr_photos(size=32)
-    with torch.no_grad():
-        y32 = rtsr_arch.load_model(path)(lr)
-        y16 = rtsr_arch.load_model(path, dtype=dtype)(lr.to(dtype)).float()
-    diff = (y16 - y32).abs().max().item()
-    print(f'DIPNet.pth {dtype}: max |diff| vs float32 {diff:.2e}')
-    assert torch.isfinite(y16).all() and diff <= tol
+    check_half_precision(official_fixture('dipnet.pth'), lr_photos()[1], dtype, tol)
 
 
 # ======================================================================= training form
@@ -236,15 +141,8 @@ def test_dipnet_training_form_matches_the_rrrb_formula_and_fuses_to_the_official
     deploy reference, gives the same output on every pixel (15x15: the smallest valid input, where
     every conv's border matters)."""
     model = randomize(DIPNet(**kwargs), seed=3, std=1.0, fan_in=True).double().eval()
-    for h, w in ((15, 15), (17, 23)):
-        x = photo('coffee', h, w, dtype=torch.float64, batch=2)
-        with torch.no_grad():
-            y = model(x)
-        scale = max(1.0, y.abs().max().item())
-        assert (y - dipnet_reference(model.state_dict(), x)).abs().max() <= 1e-12 * scale
-        fused = rtsr_arch.reparameterize(copy.deepcopy(model)).state_dict()
-        assert not any('expand_conv' in k or 'rep_conv' in k for k in fused)
-        assert (dipnet_reference(fused, x) - y).abs().max() <= 1e-10 * scale
+    inputs = [photo('coffee', h, w, dtype=torch.float64, batch=2) for h, w in ((15, 15), (17, 23))]
+    check_reference_and_fusion(model, dipnet_reference, inputs, gone=('expand_conv', 'rep_conv'))
 
 
 def test_dipnet_bias_free_training_form_stays_bias_free():
@@ -335,10 +233,10 @@ def test_dipnet_importer_reads_training_and_deploy_forms():
 def test_dipnet_detection_is_unique_against_rlfn_and_dlfan():
     """DIPNet has RLFN's top-level names and light ESA minus the trunk biases: the released DIPNet is
     claimed by DIPNet alone, and no RLFN or DLFAN (``c1_r.dbb_reparam``) file by DIPNet."""
-    matches = find_importers(read_checkpoint(fixture('dipnet.pth'))[0])
+    matches = find_importers(read_checkpoint(official_fixture('dipnet.pth'))[0])
     assert [m.arch for m, _ in matches] == ['DIPNet']
     for name in ('rlfn_ntire_x4.pth', 'rlfn_x4.pth', 'rlfn_s_x4.pth', 'dlfan.pth', 'dlfan_beforerep.pth'):
-        path = FIXTURES_DIR / name
+        path = OFFICIAL_FIXTURES / name
         if path.is_file():
             assert 'DIPNet' not in [m.arch for m, _ in find_importers(read_checkpoint(path)[0])], name
     rlfn_like = {k: v for k, v in DIPNet(deploy=True).state_dict().items()}
@@ -348,7 +246,6 @@ def test_dipnet_detection_is_unique_against_rlfn_and_dlfan():
 
 # ======================================================================= recipes
 
-RECIPES = ROOT / 'options/train/DIPNet'
 STAGES = ('stage1_KD_L1', 'stage2_progressive_L2_p64', 'stage2_progressive_L2_p128', 'stage2_progressive_L2_p256',
           'stage2_progressive_L2_p384')
 
@@ -357,7 +254,7 @@ def test_dipnet_recipes_chain():
     """NTIRE 2023 ESR report §4.1: distillation (teacher outputs + features at four depths, enhanced
     HR targets), Adam 1e-4 halved every 100k, L1; then progressive fine-tuning with L2, Adam 2e-5
     halved every 20k, HR patches 64 -> 128 -> 256 -> 384; each stage starts from the previous one."""
-    stages = [load_options(RECIPES / f'train_DIPNet_x4_{s}.yml') for s in STAGES]
+    stages = [load_recipe('DIPNet', f'train_DIPNet_x4_{s}') for s in STAGES]
     for previous, stage in zip(stages, stages[1:]):
         assert stage['path']['pretrain_network_g'].startswith(f"experiments/{previous['name']}/models/")
         assert stage['network_g'] == previous['network_g']
@@ -372,8 +269,7 @@ def test_dipnet_recipes_chain():
         f'block_{i}' for i in range(1, 5)]
     teacher = build_network(stages[0]['network_t'])
     assert type(teacher).__name__ == 'RLFN' and n_params(teacher) == 543_740  # bytedance/RLFN rlfn_x4.pth
-    student = build_network(stages[0]['network_g'])
-    assert type(student) is DIPNet and n_params(rtsr_arch.reparameterize(student)) == 243_252
+    check_recipe_network(stages[0]['network_g'], DIPNet, deploy_params=243_252)
     for s in stages:
         assert s['datasets']['train']['type'] == 'PairedImageDataset'
         assert s['scale'] == 4 and s['val']['deploy'] is True

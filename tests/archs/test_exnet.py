@@ -9,10 +9,11 @@ test_ntire23_counts.py; the shift conv itself: test_frl_layers.py."""
 import pytest
 import torch
 
-from frl_reference import conv, fixture, layer_norm4d, photos, psnr_gain_over_bicubic, shift_conv1x1, skeleton, swish
-from helpers import randomize
+from helpers import check_half_precision, check_official_weights, lr_photos, official_fixture, photos, randomize, \
+    state_layout
+from reference import conv_same, frl_skeleton, layer_norm_2d, shift_conv1x1, swish
 from rtsr_arch.archs.exnet_arch import EXnet, import_official_exnet
-from rtsr_arch.loader import load_model, resolve_checkpoint
+from rtsr_arch.loader import resolve_checkpoint
 from rtsr_arch.utils.checkpoint import load_checkpoint
 
 pytestmark = pytest.mark.usefixtures('torch_single_thread')
@@ -30,14 +31,14 @@ def exnet_reference(sd, x255, act=swish):
     def body(x):
         for i in layers:
             p = f'body.{i}'
-            n = layer_norm4d(x, sd, f'{p}.norm1')
+            n = layer_norm_2d(x, sd, f'{p}.norm1', eps=1e-5)
             c = n.shape[1]
-            hw = n + conv(n, sd, f'{p}.sg.h_mixer', groups=c) * conv(n, sd, f'{p}.sg.w_mixer', groups=c)
-            x = x + conv(hw + hw * conv(hw, sd, f'{p}.sg.c_mixer'), sd, f'{p}.sg.proj')
-            n = layer_norm4d(x, sd, f'{p}.norm2')
+            hw = n + conv_same(n, sd, f'{p}.sg.h_mixer', groups=c) * conv_same(n, sd, f'{p}.sg.w_mixer', groups=c)
+            x = x + conv_same(hw + hw * conv_same(hw, sd, f'{p}.sg.c_mixer'), sd, f'{p}.sg.proj')
+            n = layer_norm_2d(x, sd, f'{p}.norm2', eps=1e-5)
             x = x + shift_conv1x1(act(shift_conv1x1(n, sd, f'{p}.mlp.fc1')), sd, f'{p}.mlp.fc2')
         return x
-    return skeleton(sd, x255, body, head='head.0')
+    return frl_skeleton(sd, x255, body, head='head.0')
 
 
 # ----------------------------------------------------------------------------- layout
@@ -55,7 +56,7 @@ def test_exnet_state_dict_layout_is_official():
         expected.update({f'{p}.sg.{n}.bias': (35,) for n in ('h_mixer', 'w_mixer', 'c_mixer', 'proj')})
         expected.update({f'{p}.mlp.fc1.bias': (70,), f'{p}.mlp.fc2.bias': (35,)})
         expected.update({f'{p}.norm{j}.{n}': (35,) for j in (1, 2) for n in ('weight', 'bias')})
-    assert {k: tuple(v.shape) for k, v in sd.items()} == expected
+    assert state_layout(sd) == expected
     assert len(sd) == 420 and sum(v.numel() for v in sd.values()) == 244_558
     assert EXnet().receptive_radius == 2 + 26 * (7 + 2)
 
@@ -78,25 +79,16 @@ def test_exnet_equals_reference_forward_random_weights():
 
 
 def test_exnet_official_checkpoint_reproduces_the_reference():
-    """``team05_exnet.pth`` through ``load_model`` (auto-detected) equals the reference on three
-    photographs (45x61 crops): float32 to rounding, float64 to ~1e-12; and it super-resolves (well
-    above bicubic), which confirms the [0, 255] range."""
-    path = fixture('exnet.pth')
+    """``team05_exnet.pth`` through ``load_model`` (auto-detected) equals the reference on two
+    photographs (LR of the NTIRE degradation, 32x48): float32 to rounding, float64 to ~1e-12; and it
+    super-resolves (well above bicubic), which confirms the [0, 255] range."""
+    path = official_fixture('exnet.pth')
     assert resolve_checkpoint(path).how == 'official EXnet checkpoint'
-    model = load_model(path)
-    assert isinstance(model, EXnet) and model.upscale == 4
+    model = check_official_weights(path, lambda sd, x: exnet_reference(sd, 255 * x) / 255,
+                                   load_checkpoint(path)['params'], EXnet, tol32=1e-5, min_gain=2)
+    assert model.upscale == 4
     assert {k: model.network_opt[k] for k in ('num_feat', 'num_block', 'kernel_size', 'mlp_ratio')} == \
         dict(num_feat=35, num_block=26, kernel_size=15, mlp_ratio=2)
-    sd = load_checkpoint(path)['params']
-    x = photos(45, 61)
-    with torch.no_grad():
-        err32 = (model(x) - exnet_reference(sd, 255 * x) / 255).abs().max().item()
-        model64 = load_model(path, dtype=torch.float64)
-        ref64 = exnet_reference({k: v.double() for k, v in sd.items()}, 255 * x.double()) / 255
-        err64 = (model64(x.double()) - ref64).abs().max().item()
-    print(f'EXnet official vs reference: float32 max |diff| {err32:.3g}, float64 {err64:.3g}')
-    assert err32 <= 1e-5 and err64 <= 1e-12
-    assert psnr_gain_over_bicubic(model) > 2
 
 
 # ----------------------------------------------------------------------------- specifics
@@ -131,11 +123,4 @@ def test_exnet_float16_layer_norm_statistics():
     """The official weights in float16: finite and within 5e-3 of float32 (without float32
     layer-norm statistics the official LayerNorm4D overflows on these 255-scale features and the
     error reaches 0.03; see test_gateformer.py for the overflow itself)."""
-    model = load_model(fixture('exnet.pth'))
-    x = photos(48, 64)
-    with torch.no_grad():
-        y32 = model(x)
-        y16 = model.half()(x.half()).float()
-    err = (y16 - y32).abs().max().item()
-    print(f'EXnet official weights, float16 vs float32: max |diff| {err:.3g}')
-    assert torch.isfinite(y16).all() and err <= 5e-3
+    check_half_precision(official_fixture('exnet.pth'), lr_photos()[1], torch.float16, 5e-3)

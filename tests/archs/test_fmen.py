@@ -8,9 +8,6 @@ the official train-mode quirk, exact fusion on border pixels), the ``up_blocks``
 importer and the counts. Fusion, keyword errors and the generic checks are in test_contract.py.
 """
 import copy
-import math
-import os
-from pathlib import Path
 
 import pytest
 import torch
@@ -18,7 +15,9 @@ from torch import nn
 from torch.nn import functional as F
 
 import rtsr_arch
-from helpers import photo, randomize
+from helpers import bicubic, check_official_weights, load_official, lr_photos, module_names, n_params, \
+    official_fixture, output_peaks, photo, psnr, randomize
+from reference import conv, count_blocks, erb, hfab, upsample
 from rtsr_arch.archs.fmen_arch import FMEN, import_official_fmen
 from rtsr_arch.archs.rep import HFAB
 from rtsr_arch.archs.official import find_importers
@@ -26,121 +25,27 @@ from rtsr_arch.utils.efficiency import EfficiencyCounts, count_ntire_esr
 
 pytestmark = pytest.mark.usefixtures('torch_single_thread')
 
-FIXTURES_DIR = Path(os.environ.get('RTSR_OFFICIAL_FIXTURES') or Path(__file__).resolve().parents[3] /
-                    'shared/fixtures/official')
-PHOTOS = ('astronaut', 'coffee', 'chelsea')
-SLOPE = 0.1  # the official module-level ``act = nn.LeakyReLU(0.1)``
-
-
-def n_params(model):
-    return sum(p.numel() for p in model.parameters())
-
-
-def fixture(name):
-    path = FIXTURES_DIR / name
-    if not path.is_file():
-        pytest.skip(f'official fixture {path} not found (set RTSR_OFFICIAL_FIXTURES)')
-    return path
-
 
 # ======================================================================= independent reference
-# NJU-Jet/FMEN TEST_FMEN (deploy keys) and TRAIN_FMEN (training keys), torch.nn.functional only.
-
-def _conv(t, sd, name, padding=1):
-    return F.conv2d(t, sd[f'{name}.weight'], sd[f'{name}.bias'], padding=padding)
-
-
-def _count(sd, prefix):
-    return len({k[len(prefix):].split('.')[0] for k in sd if k.startswith(prefix)})
-
-
-def _pad_value(t, value):
-    """``pad_tensor``: one pixel of the per-channel ``value`` around ``t``."""
-    out = F.pad(t, (1, 1, 1, 1))
-    v = value.view(1, -1)
-    out[:, :, 0, :] = v[..., None]
-    out[:, :, -1, :] = v[..., None]
-    out[:, :, :, 0] = v[..., None]
-    out[:, :, :, -1] = v[..., None]
-    return out
-
-
-def _bn(t, sd, name, batch_stats=False, eps=1e-5):
-    """BatchNorm2d: running statistics, or (train mode) the batch's mean and biased variance."""
-    if batch_stats:
-        mean, var = t.mean((0, 2, 3)), t.var((0, 2, 3), unbiased=False)
-    else:
-        mean, var = sd[f'{name}.running_mean'], sd[f'{name}.running_var']
-    scale = sd[f'{name}.weight'] / torch.sqrt(var + eps)
-    return (t - mean.view(1, -1, 1, 1)) * scale.view(1, -1, 1, 1) + sd[f'{name}.bias'].view(1, -1, 1, 1)
-
-
-def _bn_zero_value(sd, name, eps=1e-5):
-    """``get_bn_bias``: beta - running_mean * gamma / std (running statistics, also in train mode)."""
-    std = torch.sqrt(sd[f'{name}.running_var'] + eps)
-    return sd[f'{name}.bias'] - sd[f'{name}.running_mean'] * sd[f'{name}.weight'] / std
-
-
-def _rrrb(t, sd, name):
-    """Training RRRB: 1x1 expand, pad with the expand bias, 3x3 valid + the expanded map, 1x1 reduce + t;
-    deploy: ``rep_conv``."""
-    if f'{name}.rep_conv.weight' in sd:
-        return _conv(t, sd, f'{name}.rep_conv')
-    e = _conv(t, sd, f'{name}.expand_conv', padding=0)
-    u = _conv(_pad_value(e, sd[f'{name}.expand_conv.bias']), sd, f'{name}.fea_conv', padding=0) + e
-    return _conv(u, sd, f'{name}.reduce_conv', padding=0) + t
-
-
-def _erb(t, sd, name):
-    return _rrrb(F.leaky_relu(_rrrb(t, sd, f'{name}.conv1'), SLOPE), sd, f'{name}.conv2')
-
-
-def _hfab(t, sd, name, batch_stats=False):
-    """HFAB: [BN1, BN-value pad] squeeze -> act -> ERBs -> act -> [BN2, pad] excitate [-> BN3] -> sigmoid, * t."""
-    bn = f'{name}.bn1.weight' in sd
-    a = _pad_value(_bn(t, sd, f'{name}.bn1', batch_stats), _bn_zero_value(sd, f'{name}.bn1')) if bn else t
-    a = F.leaky_relu(_conv(a, sd, f'{name}.squeeze', padding=0 if bn else 1), SLOPE)
-    for j in range(_count(sd, f'{name}.convs.')):
-        a = _erb(a, sd, f'{name}.convs.{j}')
-    a = F.leaky_relu(a, SLOPE)
-    if bn:
-        a = _pad_value(_bn(a, sd, f'{name}.bn2', batch_stats), _bn_zero_value(sd, f'{name}.bn2'))
-        a = _bn(_conv(a, sd, f'{name}.excitate', padding=0), sd, f'{name}.bn3', batch_stats)
-    else:
-        a = _conv(a, sd, f'{name}.excitate')
-    return torch.sigmoid(a) * t
-
+# NJU-Jet/FMEN TEST_FMEN (deploy keys) and TRAIN_FMEN (training keys), torch.nn.functional only:
+# the ERB (RRRB -> LeakyReLU(0.1) -> RRRB) and the HFAB (BatchNorm-value padding in training form)
+# of reference.py.
 
 @torch.no_grad()
 def fmen_reference(sd, x, rgb_range=255.0, batch_stats=False):
     """Official FMEN forward on RGB ``x`` in [0, 1]: the EDSR framework feeds [0, rgb_range] (255)
-    and the output is read back in that range; the scale is ``tail.0``'s pixel-shuffle factor."""
-    scale = math.isqrt(sd['tail.0.weight'].shape[0] // x.shape[1])
-    x = _conv(x * rgb_range, sd, 'head')
-    h = _hfab(_conv(x, sd, 'warmup.0'), sd, 'warmup.1', batch_stats)
-    for i in range(_count(sd, 'ERBs.')):
-        h = _hfab(_erb(h, sd, f'ERBs.{i}'), sd, f'HFABs.{i}', batch_stats)
-    h = _conv(h, sd, 'lr_conv') + x
-    return F.pixel_shuffle(_conv(h, sd, 'tail.0'), scale) / rgb_range
-
-
-def psnr(y, hr, border=4):
-    mse = ((y.clamp(0, 1) - hr)[..., border:-border, border:-border] ** 2).mean()
-    return (-10 * torch.log10(mse)).item()
-
-
-def lr_photos(size=48, scale=4, dtype=torch.float32):
-    """HR crops of three photographs and their antialiased bicubic LR (the NTIRE ESR degradation)."""
-    hr = torch.cat([photo(p, size * scale, size * scale, dtype=torch.float64) for p in PHOTOS])
-    lr = F.interpolate(hr, scale_factor=1 / scale, mode='bicubic', antialias=True, align_corners=False)
-    return hr.to(dtype), lr.clamp(0, 1).to(dtype)
+    and the output is read back in that range; the scale is ``tail.0``'s pixel-shuffle factor.
+    ``batch_stats``: the BatchNorms in train mode (batch statistics)."""
+    channels = x.shape[1]
+    x = conv(x * rgb_range, sd, 'head', padding=1)
+    h = hfab(conv(x, sd, 'warmup.0', padding=1), sd, 'warmup.1', batch_stats)
+    for i in range(count_blocks(sd, 'ERBs.')):
+        h = hfab(erb(h, sd, f'ERBs.{i}'), sd, f'HFABs.{i}', batch_stats)
+    h = conv(h, sd, 'lr_conv', padding=1) + x
+    return upsample(h, sd, 'tail.0', channels) / rgb_range
 
 
 # ======================================================================= layouts
-
-def _layout(model):
-    return {k.rsplit('.', 1)[0] for k in model.state_dict()}
-
 
 def test_fmen_deploy_layout_is_test_fmen():
     """test_fmen.py TEST_FMEN(n_feats 50, mid_feats 16, down_blocks 4, up_blocks [2,1,1,1,1], x4):
@@ -151,8 +56,8 @@ def test_fmen_deploy_layout_is_test_fmen():
     expected |= {f'ERBs.{i}.{c}' for i in range(4) for c in erb}
     expected |= {f'HFABs.{i}.{m}' for i in range(4) for m in ('squeeze', 'excitate', *(f'convs.0.{c}' for c in erb))}
     deploy = FMEN(deploy=True)
-    assert _layout(deploy) == expected and len(deploy.state_dict()) == 68 and n_params(deploy) == 341_066
-    assert _layout(rtsr_arch.reparameterize(FMEN())) == expected
+    assert module_names(deploy) == expected and len(deploy.state_dict()) == 68 and n_params(deploy) == 341_066
+    assert module_names(rtsr_arch.reparameterize(FMEN())) == expected
     sd = deploy.state_dict()
     assert sd['warmup.1.squeeze.weight'].shape == (12, 50, 3, 3)
     assert sd['HFABs.0.squeeze.weight'].shape == (16, 50, 3, 3)
@@ -172,7 +77,7 @@ def test_fmen_training_layout_is_train_fmen():
     expected |= {f'HFABs.{i}.{m}' for i in range(4)
                  for m in ('squeeze', 'excitate', *bns, *(f'convs.0.{c}' for c in erb))}
     model = FMEN()
-    assert _layout(model) == expected and n_params(model) == 1_045_866
+    assert module_names(model) == expected and n_params(model) == 1_045_866
     sd = model.state_dict()
     assert sd['ERBs.0.conv1.expand_conv.weight'].shape == (100, 50, 1, 1)
     assert sd['HFABs.0.convs.0.conv1.fea_conv.weight'].shape == (32, 32, 3, 3)
@@ -186,43 +91,24 @@ def test_fmen_training_layout_is_train_fmen():
 def test_fmen_official_weights_match_the_reference():
     """``test_weights.pt`` through load_model (auto-detected, no architecture given) reproduces the
     independent reference on photographs to float32 rounding (float64: ~1e-13), and beats bicubic."""
-    path = fixture('fmen_test_weights.pt')
-    official = torch.load(path, map_location='cpu', weights_only=True)
-    model = rtsr_arch.load_model(path)
-    assert type(model) is FMEN and n_params(model) == 341_066
-    assert model.network_opt == {'type': 'FMEN', 'num_in_ch': 3, 'num_out_ch': 3, 'num_feat': 50, 'num_block': 4,
-                                 'mid_feat': 16, 'up_blocks': '2+1+1+1+1', 'upscale': 4, 'backbone_ratio': 2,
-                                 'attention_ratio': 2, 'attention_bn': True, 'deploy': True}
-    hr, lr = lr_photos()
-    with torch.no_grad():
-        y = model(lr)
-    expected = fmen_reference(official, lr)
-    diff = (y - expected).abs().max().item()
-    model64 = rtsr_arch.load_model(path, dtype=torch.float64)
-    with torch.no_grad():
-        y64 = model64(lr.double())
-    diff64 = (y64 - fmen_reference({k: v.double() for k, v in official.items()}, lr.double())).abs().max().item()
-    bicubic = F.interpolate(lr.double(), scale_factor=4, mode='bicubic', align_corners=False)
-    gain = psnr(y64, hr.double()) - psnr(bicubic, hr.double())
-    print(f'FMEN test_weights.pt: max |ours - reference| float32 {diff:.2e}, float64 {diff64:.2e}; '
-          f'PSNR {psnr(y64, hr.double()):.2f} dB ({gain:+.2f} dB over bicubic)')
-    assert y.shape == (3, 3, 192, 192)
-    assert diff <= 2e-6 and diff64 <= 1e-12
-    assert gain > 1.0
+    check_official_weights(official_fixture('fmen_test_weights.pt'), fmen_reference,
+                           load_official('fmen_test_weights.pt'), FMEN, 341_066,
+                           {'type': 'FMEN', 'num_in_ch': 3, 'num_out_ch': 3, 'num_feat': 50, 'num_block': 4,
+                            'mid_feat': 16, 'up_blocks': '2+1+1+1+1', 'upscale': 4, 'backbone_ratio': 2,
+                            'attention_ratio': 2, 'attention_bn': True, 'deploy': True})
 
 
 def test_fmen_computes_in_0_255():
     """The official networks are trained in the EDSR framework with rgb_range = 255 and no mean
     shift: the released weights super-resolve [0, 255] inputs; fed [0, 1] they are worse than bicubic.
     FMEN converts inside (value_range), so its inputs and outputs are [0, 1]."""
-    path = fixture('fmen_test_weights.pt')
-    official = {k: v.double() for k, v in torch.load(path, map_location='cpu', weights_only=True).items()}
+    official = load_official('fmen_test_weights.pt', torch.float64)
     hr, lr = lr_photos(dtype=torch.float64)
-    bicubic = psnr(F.interpolate(lr, scale_factor=4, mode='bicubic', align_corners=False), hr)
+    reference = psnr(bicubic(lr), hr)
     right = psnr(fmen_reference(official, lr, rgb_range=255.0), hr)
     wrong = psnr(fmen_reference(official, lr, rgb_range=1.0), hr)
-    print(f'FMEN PSNR: [0, 255] {right:.2f} dB, [0, 1] {wrong:.2f} dB, bicubic {bicubic:.2f} dB')
-    assert right > bicubic + 1.0 > wrong + 1.0
+    print(f'FMEN PSNR: [0, 255] {right:.2f} dB, [0, 1] {wrong:.2f} dB, bicubic {reference:.2f} dB')
+    assert right > reference + 1.0 > wrong + 1.0
     assert FMEN.value_range == (0.0, 255.0)
 
 
@@ -230,18 +116,14 @@ def test_fmen_is_declared_float16_unsafe():
     """In [0, 255] the released weights' attention path (warm-up HFAB ERBs, before the sigmoid
     saturates) reaches ~2e7 on photographs: float16 (max 65504) overflows, hence fp16_safe = False.
     bfloat16 keeps float32's range and stays finite, at bfloat16 accuracy."""
-    path = fixture('fmen_test_weights.pt')
-    _, lr = lr_photos(size=32)
-    peak = []
+    path = official_fixture('fmen_test_weights.pt')
+    lr = lr_photos()[1]
     model = rtsr_arch.load_model(path)
-    handles = [m.register_forward_hook(lambda mod, i, o: peak.append(o.abs().max().item()))
-               for m in model.modules() if isinstance(m, nn.Conv2d)]
     with torch.no_grad():
-        y32 = model(lr)
+        with output_peaks([m for m in model.modules() if isinstance(m, nn.Conv2d)]) as peak:
+            y32 = model(lr)
         y16 = rtsr_arch.load_model(path, dtype=torch.float16)(lr.half()).float()
         ybf = rtsr_arch.load_model(path, dtype=torch.bfloat16)(lr.bfloat16()).float()
-    for handle in handles:
-        handle.remove()
     print(f'FMEN: peak |conv output| {max(peak):.3g}; bfloat16 max |diff| {(ybf - y32).abs().max():.3g}')
     assert max(peak) > 65504 and not torch.isfinite(y16).all()
     assert torch.isfinite(ybf).all() and (ybf - y32).abs().max() <= 0.1

@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from frl_reference import DF2K_MEAN, mean_shift, shift_conv1x1
 from helpers import photo, randomize
+from reference import DF2K_MEAN, mean_shift, shift_conv1x1
 from rtsr_arch.archs.layers import LayerNorm2d, MeanShift, MeanShiftConv, ShiftConv2d1x1
 from rtsr_arch.utils.efficiency import count_ntire_esr
 

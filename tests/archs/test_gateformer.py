@@ -9,8 +9,8 @@ test_ntire23_counts.py."""
 import pytest
 import torch
 
-from frl_reference import conv, fixture, layer_norm4d, photos, psnr_gain_over_bicubic, skeleton
-from helpers import randomize
+from helpers import check_official_weights, lr_photos, official_fixture, photos, randomize, state_layout
+from reference import conv_same, frl_skeleton, layer_norm_2d
 from rtsr_arch.archs.gateformer_arch import GateFormer, import_official_gateformer
 from rtsr_arch.archs.layers import LayerNorm2d
 from rtsr_arch.loader import load_model, resolve_checkpoint
@@ -27,20 +27,20 @@ pytestmark = pytest.mark.usefixtures('torch_single_thread')
 def gateformer_reference(sd, x255):
     """Official GateFormer on an image in [0, 255]; returns the [0, 255] output. A layer is
     ``x + tail_conv(main_branch(n) * block(gate_branch(n)))``, n = LayerNorm4D(x), with ``block``
-    the bias-free depthwise conv(s) stored for that layer, or nothing."""
+    the bias-free depthwise conv_same(s) stored for that layer, or nothing."""
     layers = sorted({int(k.split('.')[1]) for k in sd if k.startswith('body.')})
 
     def body(x):
         for i in layers:
             p = f'body.{i}'
-            n = layer_norm4d(x, sd, f'{p}.norm')
-            gate = conv(n, sd, f'{p}.gate_module.gate_branch')
+            n = layer_norm_2d(x, sd, f'{p}.norm', eps=1e-5)
+            gate = conv_same(n, sd, f'{p}.gate_module.gate_branch')
             blocks = sorted(k for k in sd if k.startswith(f'{p}.gate_module.block.'))
             for key in blocks:  # 'block.weight' or 'block.0.weight', 'block.1.weight'
-                gate = conv(gate, sd, key[:-len('.weight')], groups=gate.shape[1], bias=False)
-            x = x + conv(conv(n, sd, f'{p}.gate_module.main_branch') * gate, sd, f'{p}.gate_module.tail_conv')
+                gate = conv_same(gate, sd, key[:-len('.weight')], groups=gate.shape[1], bias=False)
+            x = x + conv_same(conv_same(n, sd, f'{p}.gate_module.main_branch') * gate, sd, f'{p}.gate_module.tail_conv')
         return x
-    return skeleton(sd, x255, body)
+    return frl_skeleton(sd, x255, body)
 
 
 # ----------------------------------------------------------------------------- layout
@@ -57,7 +57,7 @@ def test_gateformer_state_dict_layout_is_official():
         if i % 2 == 0:
             expected[f'{p}.gate_module.block.weight'] = (37, 1, 11, 11)
         expected.update({f'{p}.norm.weight': (37,), f'{p}.norm.bias': (37,)})
-    assert {k: tuple(v.shape) for k, v in sd.items()} == expected
+    assert state_layout(sd) == expected
     assert len(sd) == 242 and sum(v.numel() for v in sd.values()) == 199_922
     assert GateFormer().receptive_radius == 2 + 14 * 5
 
@@ -78,22 +78,13 @@ def test_gateformer_equals_reference_forward_random_weights():
 
 def test_gateformer_official_checkpoint_reproduces_the_reference():
     """``team04_gateformer.pth`` through ``load_model`` (auto-detected) equals the reference on
-    three photographs (45x61 crops): float32 to rounding, float64 to ~1e-12; and it super-resolves
-    (well above bicubic), which confirms the [0, 255] range."""
-    path = fixture('gateformer.pth')
+    two photographs (LR of the NTIRE degradation, 32x48): float32 to rounding, float64 to ~1e-12;
+    and it super-resolves (well above bicubic), which confirms the [0, 255] range."""
+    path = official_fixture('gateformer.pth')
     assert resolve_checkpoint(path).how == 'official GateFormer checkpoint'
-    model = load_model(path)
-    assert isinstance(model, GateFormer) and model.upscale == 4 and model.network_opt['inter_rate'] == 2
-    sd = load_checkpoint(path)['params']
-    x = photos(45, 61)
-    with torch.no_grad():
-        err32 = (model(x) - gateformer_reference(sd, 255 * x) / 255).abs().max().item()
-        model64 = load_model(path, dtype=torch.float64)
-        ref64 = gateformer_reference({k: v.double() for k, v in sd.items()}, 255 * x.double()) / 255
-        err64 = (model64(x.double()) - ref64).abs().max().item()
-    print(f'GateFormer official vs reference: float32 max |diff| {err32:.3g}, float64 {err64:.3g}')
-    assert err32 <= 1e-5 and err64 <= 1e-12
-    assert psnr_gain_over_bicubic(model) > 2
+    model = check_official_weights(path, lambda sd, x: gateformer_reference(sd, 255 * x) / 255,
+                                   load_checkpoint(path)['params'], GateFormer, tol32=1e-5, min_gain=2)
+    assert model.upscale == 4 and model.network_opt['inter_rate'] == 2
 
 
 # ----------------------------------------------------------------------------- specifics
@@ -117,9 +108,9 @@ def test_gateformer_float16_layer_norm_statistics():
     above 65504: inf variance, zero output); GateFormer's LayerNorm2d computes its statistics in
     float32 for half inputs, so the official weights run in float16 within 2e-3 of float32 (the
     float32 forward is the official one, unchanged)."""
-    path = fixture('gateformer.pth')
+    path = official_fixture('gateformer.pth')
     model = load_model(path)
-    x = photos(48, 64)
+    x = lr_photos()[1]
     plain = LayerNorm2d(37, eps=1e-5).half()
     captured = []
     handle = model.body[27].norm.register_forward_pre_hook(lambda module, args: captured.append(args[0]))

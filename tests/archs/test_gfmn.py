@@ -8,84 +8,49 @@ size, and the honest declarations (not tile-exact; minimum input 16). Keyword er
 counts, importer round trips and one ONNX export are checked for every architecture by
 test_contract.py; the NTIRE 2023 ESR counts by test_ntire23_counts.py; the shared SAFM layer by
 test_safmn.py."""
-import os
-from pathlib import Path
-
 import pytest
 import torch
 from torch.nn import functional as F
 
 import rtsr_arch
-from helpers import ROOT, photo, randomize
+from helpers import SIZES_BY_16, check_half_precision, check_official_reference, check_onnx_at, gain_over_bicubic, \
+    load_official, load_recipe, lr_photos, max_rel, n_params, official_fixture, photo, randomize, state_layout, \
+    tall_photo
+from reference import layer_norm_2d, safm
 from rtsr_arch.archs.gfmn_arch import GFMN
 from rtsr_arch.archs.official import find_importers, get_importer
-from rtsr_arch.export import check_onnx, export_onnx
 from rtsr_arch.inference import upscale_tensor
 from rtsr_arch.loader import resolve_checkpoint
-from rtsr_arch.utils.options import load_options
 
 pytestmark = pytest.mark.usefixtures('torch_single_thread')
 
-FIXTURES_DIR = Path(os.environ.get('RTSR_OFFICIAL_FIXTURES') or Path(__file__).resolve().parents[3] /
-                    'shared/fixtures/official')
-OFFICIAL = FIXTURES_DIR / 'gfmn_ntire23.pth'
-
-
-def n_params(model):
-    return sum(p.numel() for p in model.parameters())
-
-
-def official_checkpoint():
-    if not OFFICIAL.is_file():
-        pytest.skip(f'official fixture {OFFICIAL} not found (set RTSR_OFFICIAL_FIXTURES)')
-    return torch.load(OFFICIAL, map_location='cpu', weights_only=True)
+OFFICIAL = 'gfmn_ntire23.pth'
 
 
 # ----------------------------------------------------------------------------- independent reference
-
-def _layer_norm(x, weight, bias, eps=1e-6):
-    mu = x.mean(1, keepdim=True)
-    var = (x - mu).pow(2).mean(1, keepdim=True)
-    return weight[:, None, None] * ((x - mu) / torch.sqrt(var + eps)) + bias[:, None, None]
-
 
 @torch.no_grad()
 def gfmn_reference(sd, x, upscale=4, gate=lambda a, b: a * b):
     """The official 2023 ``GFMN`` forward (sunny2109/SAFMN NTIRE2023_ESR/models/team14_GFMN.py),
     written on the official keys with torch.nn.functional only: to_feat -> blocks [x + SAFM(LN(x));
-    x + FFN(LN(x))] -> + to_feat output -> to_img conv -> PixelShuffle. SAFM: 4 chunks; chunk 0
-    depthwise 3x3 at full size, chunk i adaptive-max-pooled to (H // 2**(i+1), W // 2**(i+1)),
-    depthwise 3x3 (biases), nearest back; concat -> 1x1 (bias) -> GELU -> times the SAFM input.
-    FFN (bias-free): 1x1 -> depthwise 3x3 -> chunk -> x1 * x2 -> 1x1. LN: channels first, eps 1e-6."""
+    x + FFN(LN(x))] -> + to_feat output -> to_img conv -> PixelShuffle. SAFM (``reference.safm``): 4
+    chunks; chunk 0 depthwise 3x3 at full size, chunk i adaptive-max-pooled to (H // 2**(i+1),
+    W // 2**(i+1)), depthwise 3x3 (biases), nearest back; concat -> 1x1 (bias) -> GELU -> times the
+    SAFM input. FFN (bias-free): 1x1 -> depthwise 3x3 -> chunk -> x1 * x2 -> 1x1. LN: channels first,
+    eps 1e-6."""
     sd = {k: v.to(x.dtype) for k, v in sd.items()}
     y = feat = F.conv2d(x, sd['to_feat.weight'], sd['to_feat.bias'], padding=1)
     for i in sorted({int(k.split('.')[1]) for k in sd if k.startswith('feats.')}):
         p = f'feats.{i}.'
-        t = _layer_norm(y, sd[p + 'norm1.weight'], sd[p + 'norm1.bias'])
-        h, w = t.shape[-2:]
-        out = []
-        for j, c in enumerate(t.chunk(4, dim=1)):
-            wgt, bias = sd[f'{p}safm.mfr.{j}.weight'], sd[f'{p}safm.mfr.{j}.bias']
-            if j:
-                c = F.adaptive_max_pool2d(c, (h // 2 ** (j + 1), w // 2 ** (j + 1)))
-            s = F.conv2d(c, wgt, bias, padding=1, groups=wgt.shape[0])
-            out.append(F.interpolate(s, size=(h, w), mode='nearest') if j else s)
-        y = F.gelu(F.conv2d(torch.cat(out, dim=1), sd[p + 'safm.aggr.weight'], sd[p + 'safm.aggr.bias'])) * t + y
-        t = _layer_norm(y, sd[p + 'norm2.weight'], sd[p + 'norm2.bias'])
-        t = F.conv2d(t, sd[p + 'ffd.project_in.weight'])
+        y = safm(layer_norm_2d(y, sd, p + 'norm1'), sd, p + 'safm.') + y
+        t = F.conv2d(layer_norm_2d(y, sd, p + 'norm2'), sd[p + 'ffd.project_in.weight'])
         x1, x2 = F.conv2d(t, sd[p + 'ffd.dwconv.weight'], padding=1, groups=t.shape[1]).chunk(2, dim=1)
         y = F.conv2d(gate(x1, x2), sd[p + 'ffd.project_out.weight']) + y
     return F.pixel_shuffle(F.conv2d(y + feat, sd['to_img.0.weight'], sd['to_img.0.bias'], padding=1), upscale)
 
 
-# sizes divisible by 16 and not (114: where onnxruntime's own nearest Resize would pick other rows),
-# down to the minimum 16
-PHOTO_SIZES = [('astronaut', 64, 96), ('coffee', 45, 67), ('chelsea', 16, 16), ('rocket', 114, 70),
-               ('astronaut', 33, 129)]
-
-
 def _rel(y, ref):
-    return float((y.double() - ref.double()).abs().max() / max(1.0, float(ref.double().abs().max())))
+    return max_rel(y, ref, floor=1.0)
 
 
 # ----------------------------------------------------------------------------- layout and counts
@@ -93,7 +58,7 @@ def _rel(y, ref):
 def test_gfmn_state_dict_layout_is_official():
     """``GFMN(dim=36, n_blocks=8, ffn_scale=2)``: 140 tensors, official keys and shapes (SAFM with
     biases, bias-free FFN of width int(36 * 2) = 72, doubled in project_in / dwconv)."""
-    shapes = {k: tuple(v.shape) for k, v in GFMN().state_dict().items()}
+    shapes = state_layout(GFMN())
     expected = {'to_feat.weight': (36, 3, 3, 3), 'to_feat.bias': (36,),
                 'to_img.0.weight': (48, 36, 3, 3), 'to_img.0.bias': (48,)}
     for i in range(8):
@@ -146,7 +111,7 @@ def test_gfmn_matches_the_functional_reference(kwargs):
     not divisible by 16, down to 16 x 16."""
     model = randomize(GFMN(**kwargs), seed=5, std=1.0, fan_in=True).double().eval()
     sd = model.state_dict()
-    for name, h, w in PHOTO_SIZES:
+    for name, h, w in SIZES_BY_16:
         x = photo(name, h, w, dtype=torch.float64)[:, :model.network_opt['num_in_ch']]
         with torch.no_grad():
             y = model(x)
@@ -159,7 +124,7 @@ def test_gdfn_gate_has_no_activation():
     """The official FeedForward multiplies the two halves directly (``# x = F.gelu(x1) * x2`` is
     commented out): Restormer's GELU gate would change the released network's output visibly, so
     the reference check above would catch it."""
-    ckpt = official_checkpoint()
+    ckpt = load_official(OFFICIAL)
     x = photo('coffee', 32, 48, dtype=torch.float64)
     ref = gfmn_reference(ckpt['params'], x)
     wrong = gfmn_reference(ckpt['params'], x, gate=lambda a, b: F.gelu(a) * b)
@@ -202,7 +167,7 @@ def test_importer_infers_the_shapes_and_assumes_the_rest():
 def test_official_checkpoint_layout():
     """team14_GFMN.pth: ``{params, params_ema}``, the same 140 keys, values differing by up to
     ~1.3e-4; detected as GFMN only (not as the 2024 GFMN, MFA or SAFMN)."""
-    ckpt = official_checkpoint()
+    ckpt = load_official(OFFICIAL)
     assert set(ckpt) == {'params', 'params_ema'}
     assert list(ckpt['params']) == list(ckpt['params_ema']) == list(GFMN().state_dict())
     assert sum(v.numel() for v in ckpt['params'].values()) == 103_872
@@ -211,58 +176,37 @@ def test_official_checkpoint_layout():
     assert [imp.arch for imp, _ in find_importers(ckpt)] == ['GFMN']
 
 
-@pytest.mark.parametrize('name, h, w', PHOTO_SIZES)
+@pytest.mark.parametrize('name, h, w', SIZES_BY_16)
 def test_official_weights_reproduce_the_reference(name, h, w):
     """``rtsr_arch.load_model(path)`` (auto-detected, no architecture given) uses ``params`` as the
     official test_demo.py and reproduces the functional reference: float32 to rounding, float64 to 1e-12."""
-    ckpt = official_checkpoint()
-    resolved = resolve_checkpoint(OFFICIAL)
+    ckpt = load_official(OFFICIAL)
+    resolved = resolve_checkpoint(official_fixture(OFFICIAL))
     assert resolved.how == 'official GFMN checkpoint'
     assert resolved.network_opt == dict(type='GFMN', num_in_ch=3, num_out_ch=3, num_feat=36, num_block=8,
                                         ffn_scale=2.0, upscale=4, act_type='gelu', deploy=False)
-    net32 = rtsr_arch.load_model(OFFICIAL)
-    net64 = rtsr_arch.load_model(OFFICIAL, dtype=torch.float64)
-    assert all(torch.equal(v, ckpt['params'][k]) for k, v in net32.state_dict().items())
-    x64 = photo(name, h, w, dtype=torch.float64)
-    with torch.no_grad():
-        y32, y64 = net32(x64.float()), net64(x64)
-    ref64 = gfmn_reference(ckpt['params'], x64)
-    ref32 = gfmn_reference(ckpt['params'], x64.float())
-    d32, d64 = _rel(y32, ref64), float((y64 - ref64).abs().max())
-    print(f'{name} {h}x{w}: float32 max |diff| / peak {d32:.2e} (reference in float32: '
-          f'{float((y32 - ref32).abs().max()):.2e}), float64 max |diff| {d64:.2e}')
-    assert torch.equal(y32, ref32) or _rel(y32, ref32) <= 1e-6
-    assert d32 <= 1e-5 and d64 <= 1e-12
-    assert float(y64.min()) >= -0.3 and float(y64.max()) <= 1.3  # a trained network: near [0, 1]
+    check_official_reference(official_fixture(OFFICIAL), ckpt['params'], gfmn_reference,
+                             photo(name, h, w, dtype=torch.float64))
 
 
 def test_official_weights_beat_bicubic():
     """Sanity of the data range: a 128x192 photo crop downscaled x4 (antialiased bicubic) and
     restored by the official weights is far closer to it than bicubic upsampling (PSNR, RGB,
-    border 4, as the NTIRE 2023 ESR evaluation)."""
-    official_checkpoint()
-    net = rtsr_arch.load_model(OFFICIAL)
-    hr = photo('astronaut', 128, 192)
-    lr = F.interpolate(hr, scale_factor=0.25, mode='bicubic', antialias=True, align_corners=False)
+    border 4, 8-bit, as the NTIRE 2023 ESR evaluation)."""
+    net = rtsr_arch.load_model(official_fixture(OFFICIAL))
+    hr, lr = lr_photos(names=('astronaut',))
     with torch.no_grad():
-        sr = net(lr).clamp(0, 1)
-    bic = F.interpolate(lr, scale_factor=4, mode='bicubic', align_corners=False).clamp(0, 1)
-
-    def psnr(a, b):
-        a, b = ((t[..., 4:-4, 4:-4].double() * 255).round() for t in (a, b))
-        return float(10 * torch.log10(255 ** 2 / ((a - b) ** 2).mean()))
-
-    p_sr, p_bic = psnr(sr, hr), psnr(bic, hr)
-    print(f'PSNR GFMN {p_sr:.2f} dB, bicubic {p_bic:.2f} dB')
-    assert p_sr > p_bic + 1.0
+        gain = gain_over_bicubic(net(lr), hr, lr, quantize=True)
+    print(f'PSNR GFMN {gain:+.2f} dB over bicubic')
+    assert gain > 1.0
 
 
 def test_official_ema_weights_on_request():
     """``param_key='params_ema'`` loads the EMA weights; their output is the reference on them and
     differs from the default ``params`` output."""
-    ckpt = official_checkpoint()
-    ema = rtsr_arch.load_model(OFFICIAL, param_key='params_ema', dtype=torch.float64)
-    default = rtsr_arch.load_model(OFFICIAL, dtype=torch.float64)
+    ckpt = load_official(OFFICIAL)
+    ema = rtsr_arch.load_model(official_fixture(OFFICIAL), param_key='params_ema', dtype=torch.float64)
+    default = rtsr_arch.load_model(official_fixture(OFFICIAL), dtype=torch.float64)
     assert all(torch.equal(v, ckpt['params_ema'][k]) for k, v in ema.state_dict().items())
     x = photo('coffee', 45, 67, dtype=torch.float64)
     with torch.no_grad():
@@ -273,32 +217,16 @@ def test_official_ema_weights_on_request():
 
 def test_official_weights_fp16():
     """fp16_safe on the trained weights: half inference within 1e-2 of the output peak."""
-    official_checkpoint()
-    net = rtsr_arch.load_model(OFFICIAL)
-    x = photo('chelsea', 60, 90)
-    with torch.no_grad():
-        y32 = net(x)
-        y16 = net.half()(x.half()).float()
-    d = _rel(y16, y32)
-    print(f'fp16 vs fp32: max |diff| / peak {d:.2e}')
-    assert torch.isfinite(y16).all() and d <= 1e-2
+    check_half_precision(official_fixture(OFFICIAL), photo('chelsea', 60, 90), torch.float16, 1e-2, relative=True)
 
 
 def test_official_onnx_export_is_exact_at_every_size(tmp_path):
     """The official network exported once runs in onnxruntime at sizes divisible and not divisible
     by 16 (16x16; 114 rows, where a plain nearest Resize would pick other rows; 540 rows, the 4K x4
     LR height) and matches PyTorch to 1e-4 of the output peak."""
-    official_checkpoint()
-    net = rtsr_arch.load_model(OFFICIAL)
-    report = export_onnx(net, tmp_path / 'gfmn.onnx')
-    assert report.output_dims[-2:] == ('4*height', '4*width')
-    tall = torch.cat([photo('astronaut', 270, 32), photo('coffee', 270, 32)], dim=2)  # 540x32
-    images = [photo(name, h, w) for name, h, w in PHOTO_SIZES[2:4]] + [tall]  # 16x16, 114x70, 540x32
-    checks = check_onnx(tmp_path / 'gfmn.onnx', net, images=images)
-    for c in checks:
-        print(report.exporter, c)
-    assert [c.input_shape[-2:] for c in checks][-1] == (540, 32)
-    assert max(c.max_abs_diff / c.peak for c in checks) <= 1e-4
+    net = rtsr_arch.load_model(official_fixture(OFFICIAL))
+    images = [photo(name, h, w) for name, h, w in SIZES_BY_16[2:4]] + [tall_photo(16)]  # 16x16, 114x20, 540x16
+    check_onnx_at(net, tmp_path / 'gfmn.onnx', images)
 
 
 # ----------------------------------------------------------------------------- the training recipe
@@ -306,7 +234,7 @@ def test_official_onnx_export_is_exact_at_every_size(tmp_path):
 def test_recipe_follows_the_report():
     """options/train/GFMN: §4.6's single stage (LSDIR, LR 96 / batch 64, L1 + frequency loss, Adam
     1e-3 -> 1e-6 cosine over 600k), EMA kept (the release holds params_ema)."""
-    opt = load_options(ROOT / 'options/train/GFMN/train_GFMN_x4_NTIRE23_LSDIR.yml')
+    opt = load_recipe('GFMN', 'train_GFMN_x4_NTIRE23_LSDIR')
     data, train = opt['datasets']['train'], opt['train']
     assert opt['model_type'] == 'RTSRModel' and opt['scale'] == 4
     assert data['type'] == 'PairedImageDataset' and data['gt_size'] == 384 and data['batch_size_per_gpu'] == 64

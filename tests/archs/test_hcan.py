@@ -9,10 +9,10 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from frl_reference import DF2K_MEAN, conv, fixture, photos, psnr_gain_over_bicubic, skeleton
-from helpers import randomize
+from helpers import check_official_weights, official_fixture, photos, randomize, state_layout
+from reference import DF2K_MEAN, conv_same, frl_skeleton
 from rtsr_arch.archs.hcan_arch import HCAN, import_official_hcan
-from rtsr_arch.loader import load_model, resolve_checkpoint
+from rtsr_arch.loader import resolve_checkpoint
 from rtsr_arch.utils.checkpoint import load_checkpoint
 
 pytestmark = pytest.mark.usefixtures('torch_single_thread')
@@ -34,18 +34,18 @@ def hcan_reference(sd, x255, act=F.gelu):
             blocks = sorted({int(k.split('.')[3]) for k in sd if k.startswith(f'body.{g}.sa_list.')})
             for i in blocks:
                 p = f'body.{g}.sa_list.{i}'
-                q, ctx = conv(x, sd, f'{p}.f').chunk(2, dim=1)
+                q, ctx = conv_same(x, sd, f'{p}.f').chunk(2, dim=1)
                 total = torch.zeros_like(ctx)
                 level = 0
                 while f'{p}.focal_layers.{level}.0.weight' in sd:
-                    ctx = act(conv(ctx, sd, f'{p}.focal_layers.{level}.0', groups=ctx.shape[1], bias=False))
+                    ctx = act(conv_same(ctx, sd, f'{p}.focal_layers.{level}.0', groups=ctx.shape[1], bias=False))
                     total = total + ctx
                     level += 1
-                x = x + conv(q * torch.sigmoid(conv(total, sd, f'{p}.h')), sd, f'{p}.proj')
+                x = x + conv_same(q * torch.sigmoid(conv_same(total, sd, f'{p}.h')), sd, f'{p}.proj')
                 m = f'body.{g}.mlp_list.{i}'
-                x = x + conv(act(conv(x, sd, f'{m}.fc1')), sd, f'{m}.fc2')
+                x = x + conv_same(act(conv_same(x, sd, f'{m}.fc1')), sd, f'{m}.fc2')
         return x
-    return skeleton(sd, x255, body, stored_mean=True)
+    return frl_skeleton(sd, x255, body, stored_mean=True)
 
 
 # ----------------------------------------------------------------------------- layout
@@ -66,7 +66,7 @@ def test_hcan_state_dict_layout_is_official():
         m = f'body.0.mlp_list.{i}'
         expected.update({f'{m}.fc1.weight': (64, 32, 1, 1), f'{m}.fc1.bias': (64,), f'{m}.fc2.weight': (32, 64, 1, 1),
                          f'{m}.fc2.bias': (32,)})
-    assert {k: tuple(v.shape) for k, v in sd.items()} == expected
+    assert state_layout(sd) == expected
     assert len(sd) == 176 and sum(v.numel() for v in sd.values()) == 178_760
     assert torch.equal(sd['sub_mean.weight'].flatten(1), torch.eye(3))
     assert torch.allclose(sd['add_mean.bias'], 255 * torch.tensor(DF2K_MEAN)) and torch.equal(sd['sub_mean.bias'],
@@ -95,25 +95,17 @@ def test_hcan_equals_reference_forward_random_weights():
 
 
 def test_hcan_official_checkpoint_reproduces_the_reference():
-    """``team06_hcan.pth`` through ``load_model`` (auto-detected) equals the reference on three
-    photographs (45x61 crops): float32 to rounding, float64 to ~1e-12; and it super-resolves (well
-    above bicubic), which confirms the [0, 255] range. Its stored mean shifts are the identity and
-    -/+ 255 x DF2K mean in float32."""
-    path = fixture('hcan.pth')
+    """``team06_hcan.pth`` through ``load_model`` (auto-detected) equals the reference on two
+    photographs (LR of the NTIRE degradation, 32x48): float32 to rounding, float64 to ~1e-12; and it
+    super-resolves (well above bicubic), which confirms the [0, 255] range. Its stored mean shifts
+    are the identity and -/+ 255 x DF2K mean in float32."""
+    path = official_fixture('hcan.pth')
     assert resolve_checkpoint(path).how == 'official HCAN checkpoint'
-    model = load_model(path)
-    assert isinstance(model, HCAN) and model.upscale == 4
     sd = load_checkpoint(path)['params']
     assert torch.equal(sd['add_mean.bias'], 255 * torch.tensor(DF2K_MEAN))
-    x = photos(45, 61)
-    with torch.no_grad():
-        err32 = (model(x) - hcan_reference(sd, 255 * x) / 255).abs().max().item()
-        model64 = load_model(path, dtype=torch.float64)
-        ref64 = hcan_reference({k: v.double() for k, v in sd.items()}, 255 * x.double()) / 255
-        err64 = (model64(x.double()) - ref64).abs().max().item()
-    print(f'HCAN official vs reference: float32 max |diff| {err32:.3g}, float64 {err64:.3g}')
-    assert err32 <= 1e-5 and err64 <= 1e-12
-    assert psnr_gain_over_bicubic(model) > 2
+    model = check_official_weights(path, lambda sd, x: hcan_reference(sd, 255 * x) / 255, sd, HCAN, tol32=1e-5,
+                                   min_gain=2)
+    assert model.upscale == 4
 
 
 # ----------------------------------------------------------------------------- specifics

@@ -11,8 +11,8 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from frl_reference import conv, fixture, photos, psnr_gain_over_bicubic, shift_conv1x1, skeleton, swish
-from helpers import photo, randomize
+from helpers import check_official_weights, lr_photos, official_fixture, photo, photos, randomize
+from reference import batch_norm, conv_same, frl_skeleton, shift_conv1x1, swish
 from rtsr_arch.archs import lgtt_arch
 from rtsr_arch.archs.lgtt_arch import LGTT, import_official_lgtt, pixel_mixer
 from rtsr_arch.loader import load_model, resolve_checkpoint
@@ -25,11 +25,6 @@ pytestmark = pytest.mark.usefixtures('torch_single_thread')
 # From the report (§4.27: a multi-window, multi-head striped-window self-attention block per group,
 # pixel mixers with BatchNorm elsewhere, shift-conv MLPs) and the official code's conventions (q as
 # its own key, no scale; reflect padding; windows 36x8 then 8x36; heads head-major).
-
-def batch_norm(x, sd, name):
-    return F.batch_norm(x, sd[f'{name}.running_mean'], sd[f'{name}.running_var'], sd[f'{name}.weight'],
-                        sd[f'{name}.bias'], training=False, eps=1e-5)
-
 
 def pixel_mixer_reference(x):
     """Circular padding 1, then a depthwise one-hot 3x3 kernel per channel: c mod 5 = 0 takes the
@@ -76,17 +71,17 @@ def lgtt_reference(sd, x255, heads=3, windows=((36, 8), (8, 36)), act=swish):
             for j in blocks:
                 p = f'body.{g}.sa_list.{j}'
                 if f'{p}.attn.0.weight' in sd:
-                    qkv = batch_norm(conv(x, sd, f'{p}.attn.0'), sd, f'{p}.attn.1')
+                    qkv = batch_norm(conv_same(x, sd, f'{p}.attn.0'), sd, f'{p}.attn.1')
                     slices = qkv.chunk(len(windows), dim=1)
                     outs = [window_attention_reference(s, win, heads, (win[0] // 2, win[1] // 2) if j % 2 else None)
                             for s, win in zip(slices, windows)]
-                    x = x + conv(torch.cat(outs, dim=1), sd, f'{p}.proj.0')
+                    x = x + conv_same(torch.cat(outs, dim=1), sd, f'{p}.proj.0')
                 else:
                     x = x + batch_norm(pixel_mixer_reference(x) - x, sd, f'{p}.norm')
                 m = f'body.{g}.mlp_list.{j}'
                 x = x + shift_conv1x1(act(shift_conv1x1(x, sd, f'{m}.fc1')), sd, f'{m}.fc2')
         return x
-    return skeleton(sd, x255, body)
+    return frl_skeleton(sd, x255, body)
 
 
 # ----------------------------------------------------------------------------- layout
@@ -141,25 +136,16 @@ def test_lgtt_equals_reference_forward_random_weights():
 
 def test_lgtt_official_checkpoint_reproduces_the_reference():
     """``team03_LGTT.pth`` through ``load_model`` (auto-detected; heads, windows and activation
-    assumed as the official defaults) equals the reference on three photographs (45x61 crops:
-    partial windows on both axes): float32 to rounding, float64 to ~1e-12; and it super-resolves
-    (well above bicubic), which confirms the [0, 255] range."""
-    path = fixture('lgtt.pth')
+    assumed as the official defaults) equals the reference on two photographs (LR of the NTIRE
+    degradation, 32x48: partial windows on both axes, 32 rows in 36-row windows and 48 columns in
+    36-column ones): float32 to rounding, float64 to ~1e-12; and it super-resolves (well above
+    bicubic), which confirms the [0, 255] range."""
+    path = official_fixture('lgtt.pth')
     resolved = resolve_checkpoint(path)
     assert resolved.how == 'official LGTT checkpoint'
-    model = load_model(path)
-    assert isinstance(model, LGTT) and model.upscale == 4 and model.min_input_size == 19
-    sd = load_checkpoint(path)['params']
-    x = photos(45, 61)
-    with torch.no_grad():
-        err32 = (model(x) - lgtt_reference(sd, 255 * x) / 255).abs().max().item()
-        model64 = load_model(path, dtype=torch.float64)
-        ref64 = lgtt_reference({k: v.double() if v.is_floating_point() else v for k, v in sd.items()},
-                               255 * x.double()) / 255
-        err64 = (model64(x.double()) - ref64).abs().max().item()
-    print(f'LGTT official vs reference: float32 max |diff| {err32:.3g}, float64 {err64:.3g}')
-    assert err32 <= 1e-5 and err64 <= 1e-12
-    assert psnr_gain_over_bicubic(model) > 2
+    model = check_official_weights(path, lambda sd, x: lgtt_reference(sd, 255 * x) / 255,
+                                   load_checkpoint(path)['params'], LGTT, tol32=1e-5, min_gain=2)
+    assert model.upscale == 4 and model.min_input_size == 19
 
 
 # ----------------------------------------------------------------------------- quirks
@@ -221,9 +207,9 @@ def test_lgtt_attention_is_unscaled_and_fp16_unsafe(monkeypatch):
         assert max(peaks) > 65504
         assert not torch.isfinite(random.half()(x.half())).all()
     assert not LGTT.fp16_safe
-    model = load_model(fixture('lgtt.pth'))
+    model = load_model(official_fixture('lgtt.pth'))
     peaks.clear()
-    x = photos(48, 64)
+    x = lr_photos()[1]
     with torch.no_grad():
         y32 = model(x)
         assert max(peaks) < 100

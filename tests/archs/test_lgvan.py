@@ -7,105 +7,64 @@ padding of the asymmetric depthwise pairs (and what dropping it would change), t
 recipe. The generic checks (tiling included) are in test_contract.py; the NTIRE 2023 ESR counts in
 test_ntire23_counts.py.
 """
-import os
-from pathlib import Path
-
 import pytest
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 import rtsr_arch
-from helpers import ROOT, photo, randomize
+from helpers import check_official_weights, check_recipe_network, load_official, load_recipe, n_params, \
+    official_fixture, photo, randomize, state_layout
+from reference import conv, count_blocks, layer_norm_2d
 from rtsr_arch.archs.lgvan_arch import LGCA, LGVAN, import_official_lgvan
 from rtsr_arch.archs.official import find_importers
 from rtsr_arch.inference import upscale_tensor
 from rtsr_arch.loader import read_checkpoint, resolve_checkpoint
-from rtsr_arch.utils.options import build_network, load_options
 
 pytestmark = pytest.mark.usefixtures('torch_single_thread')
-
-FIXTURES_DIR = Path(os.environ.get('RTSR_OFFICIAL_FIXTURES') or Path(__file__).resolve().parents[3] /
-                    'shared/fixtures/official')
-PHOTOS = ('astronaut', 'coffee', 'chelsea')
-
-
-def n_params(model):
-    return sum(p.numel() for p in model.parameters())
-
-
-def fixture(name):
-    path = FIXTURES_DIR / name
-    if not path.is_file():
-        pytest.skip(f'official fixture {path} not found (set RTSR_OFFICIAL_FIXTURES)')
-    return path
 
 
 # ======================================================================= independent reference
 # charonf/LGVAN-NTIRE2023-ESR team18_LGVAN.py (LayerNorm channels_first, LKA, Attention, MLP,
 # BasicConv, LGVAN), on the official keys with torch.nn.functional only.
 
-def _conv(t, sd, name, padding=0, groups=1, dilation=1):
-    return F.conv2d(t, sd[f'{name}.weight'], sd.get(f'{name}.bias'), padding=padding, groups=groups,
-                    dilation=dilation)
-
-
-def _ln(x, sd, name, eps=1e-6):
-    u = x.mean(1, keepdim=True)
-    s = (x - u).pow(2).mean(1, keepdim=True)
-    return sd[f'{name}.weight'][:, None, None] * ((x - u) / torch.sqrt(s + eps)) + sd[f'{name}.bias'][:, None, None]
-
-
 def _lka(u, sd, p, fix_padding=False):
     """``fix_padding``: the asymmetric pairs padded on their own axis (NOT the official network)."""
     c = u.shape[1]
-    h = _conv(u, sd, f'{p}.head')
-    attn = _conv(_conv(h, sd, f'{p}.conv0', padding=2, groups=c), sd, f'{p}.conv_spatial', padding=6, groups=c,
-                 dilation=3)
+    h = conv(u, sd, f'{p}.head')
+    attn = conv(conv(h, sd, f'{p}.conv0', padding=2, groups=c), sd, f'{p}.conv_spatial', padding=6, groups=c,
+                dilation=3)
     pads = {5: ((0, 2), (2, 0)), 3: ((0, 1), (1, 0))} if fix_padding else {5: ((2, 0), (0, 2)), 3: ((1, 0), (0, 1))}
-    v5 = _conv(_conv(h, sd, f'{p}.conv_v', padding=pads[5][0], groups=c), sd, f'{p}.conv_h', padding=pads[5][1],
-               groups=c)
-    v3 = _conv(_conv(h, sd, f'{p}.conv_v_2', padding=pads[3][0], groups=c), sd, f'{p}.conv_h_2',
-               padding=pads[3][1], groups=c)
-    return u * _conv(attn + v5 + h + v3, sd, f'{p}.conv1')
+    v5 = conv(conv(h, sd, f'{p}.conv_v', padding=pads[5][0], groups=c), sd, f'{p}.conv_h', padding=pads[5][1],
+              groups=c)
+    v3 = conv(conv(h, sd, f'{p}.conv_v_2', padding=pads[3][0], groups=c), sd, f'{p}.conv_h_2',
+              padding=pads[3][1], groups=c)
+    return u * conv(attn + v5 + h + v3, sd, f'{p}.conv1')
 
 
 def lgvan_reference(sd, x, fix_padding=False):
     """The official LGVAN forward on RGB ``x`` in [0, 1] (data range 1.0)."""
-    blocks = len({k.split('.')[1] for k in sd if k.startswith('layers.')})
     c = sd['conv_first.weight'].shape[0]
-    fea = _conv(x, sd, 'conv_first', padding=1)
+    fea = conv(x, sd, 'conv_first', padding=1)
     y = fea
-    for i in range(blocks):
+    for i in range(count_blocks(sd, 'layers.')):
         a = f'layers.{i}.atten'
-        t = F.gelu(_conv(_ln(y, sd, f'{a}.norm'), sd, f'{a}.proj_1'))
-        y = _conv(_lka(t, sd, f'{a}.spatial_gating_unit', fix_padding), sd, f'{a}.proj_2') * sd[f'{a}.scale'] + y
+        t = F.gelu(conv(layer_norm_2d(y, sd, f'{a}.norm'), sd, f'{a}.proj_1'))
+        y = conv(_lka(t, sd, f'{a}.spatial_gating_unit', fix_padding), sd, f'{a}.proj_2') * sd[f'{a}.scale'] + y
         m = f'layers.{i}.MLP'
-        t = _conv(_ln(y, sd, f'{m}.norm'), sd, f'{m}.fc1')
+        t = conv(layer_norm_2d(y, sd, f'{m}.norm'), sd, f'{m}.fc1')
         t = F.gelu(F.conv2d(t, sd[f'{m}.dwconv.weight'], None, padding=1, groups=2 * c) + t)
-        y = _conv(t, sd, f'{m}.fc2') * sd[f'{m}.scale'] + y
-    res = _conv(y, sd, 'conv_after_body', padding=1, groups=2) + fea
+        y = conv(t, sd, f'{m}.fc2') * sd[f'{m}.scale'] + y
+    res = conv(y, sd, 'conv_after_body', padding=1, groups=2) + fea
     if 'upsapling.2.weight' in sd:
-        up = F.pixel_shuffle(_conv(F.pixel_shuffle(_conv(res, sd, 'upsapling.0'), 2), sd, 'upsapling.2'), 2)
+        up = F.pixel_shuffle(conv(F.pixel_shuffle(conv(res, sd, 'upsapling.0'), 2), sd, 'upsapling.2'), 2)
         scale = 4
     else:
-        t = _conv(res, sd, 'upsapling.0')
+        t = conv(res, sd, 'upsapling.0')
         scale = int(round((t.shape[1] // c) ** 0.5))
         up = F.pixel_shuffle(t, scale)
-    out = _conv(F.leaky_relu(up, 0.2), sd, 'conv_last', padding=1)
+    out = conv(F.leaky_relu(up, 0.2), sd, 'conv_last', padding=1)
     return out + F.interpolate(x, scale_factor=scale, mode='bilinear', align_corners=False)
-
-
-def psnr(y, hr, border=4):
-    mse = ((y.clamp(0, 1) - hr)[..., border:-border, border:-border] ** 2).mean()
-    return (-10 * torch.log10(mse)).item()
-
-
-def lr_photos(size=48, scale=4, dtype=torch.float32):
-    """HR crops of three photographs and their antialiased bicubic LR (the NTIRE ESR degradation)."""
-    hr = torch.cat([photo(p, size * scale, size * scale, dtype=torch.float64) for p in PHOTOS])
-    lr = F.interpolate(hr, scale_factor=1 / scale, mode='bicubic', antialias=True, align_corners=False)
-    return hr.to(dtype), lr.clamp(0, 1).to(dtype)
 
 
 # ======================================================================= layout
@@ -113,7 +72,7 @@ def lr_photos(size=48, scale=4, dtype=torch.float32):
 def test_lgvan_layout_is_the_official_one():
     """LGVAN(3, 3, 32, 9, 4): 289 tensors, 118,243 parameters; ``upsapling`` (sic); conv_after_body has
     2 groups; the MLP's depthwise conv has no bias; ``scale`` gains of shape (1, C, 1, 1)."""
-    layout = {k: tuple(v.shape) for k, v in LGVAN().state_dict().items()}
+    layout = state_layout(LGVAN())
     assert len(layout) == 289 and n_params(LGVAN()) == 118_243
     assert layout['conv_after_body.weight'] == (32, 16, 3, 3)
     assert layout['upsapling.0.weight'] == layout['upsapling.2.weight'] == (128, 32, 1, 1)
@@ -139,32 +98,20 @@ def test_lgvan_official_weights_match_the_reference():
     """``team18_LGVAN.pth`` through load_model (auto-detected) reads ``params_ema`` (the official
     test_demo.py's choice), reproduces the independent reference on photographs to float32 rounding
     (float64: ~1e-12) and beats bicubic; ``params`` is a different weight set."""
-    path = fixture('lgvan.pth')
-    checkpoint = torch.load(path, map_location='cpu', weights_only=True)
+    path = official_fixture('lgvan.pth')
+    checkpoint = load_official('lgvan.pth')
     ema = checkpoint['params_ema']
     resolved = resolve_checkpoint(path)
     assert resolved.how == 'official LGVAN checkpoint'
     assert all(torch.equal(resolved.state_dict[k], ema[k]) for k in ema)
     assert any(not torch.equal(checkpoint['params'][k], ema[k]) for k in ema)
-    model = rtsr_arch.load_model(path)
-    assert type(model) is LGVAN and n_params(model) == 118_243
-    assert model.network_opt == {'type': 'LGVAN', 'num_in_ch': 3, 'num_out_ch': 3, 'num_feat': 32, 'num_block': 9,
-                                 'upscale': 4, 'deploy': True}
-    hr, lr = lr_photos()
-    with torch.no_grad():
-        diff = (model(lr) - lgvan_reference(ema, lr)).abs().max().item()
-        model64 = rtsr_arch.load_model(path, dtype=torch.float64)
-        y64 = model64(lr.double())
-        diff64 = (y64 - lgvan_reference({k: v.double() for k, v in ema.items()}, lr.double())).abs().max().item()
-    bicubic = F.interpolate(lr.double(), scale_factor=4, mode='bicubic', align_corners=False)
-    gain = psnr(y64, hr.double()) - psnr(bicubic, hr.double())
-    print(f'team18_LGVAN.pth: max |ours - reference| float32 {diff:.2e}, float64 {diff64:.2e}; '
-          f'PSNR {psnr(y64, hr.double()):.2f} dB ({gain:+.2f} dB over bicubic)')
-    assert diff <= 5e-6 and diff64 <= 1e-12 and gain > 1.0
+    check_official_weights(path, lgvan_reference, ema, LGVAN, 118_243,
+                           {'type': 'LGVAN', 'num_in_ch': 3, 'num_out_ch': 3, 'num_feat': 32, 'num_block': 9,
+                            'upscale': 4, 'deploy': True}, tol32=5e-6)
 
 
 def test_lgvan_official_file_is_detected_as_lgvan_only():
-    assert [m.arch for m, _ in find_importers(read_checkpoint(fixture('lgvan.pth'))[0])] == ['LGVAN']
+    assert [m.arch for m, _ in find_importers(read_checkpoint(official_fixture('lgvan.pth'))[0])] == ['LGVAN']
 
 
 # ======================================================================= the padding quirk
@@ -193,7 +140,7 @@ def test_lgvan_padding_quirk_changes_the_border_of_the_official_output():
     """Padding the pairs on their own axis (a same-padded separable kernel) is NOT the released
     network: per attention it changes only the two outer rows and columns (interior identical), and
     on the official weights the change reaches the output (it is why the quirk is replicated)."""
-    ema = torch.load(fixture('lgvan.pth'), map_location='cpu', weights_only=True)['params_ema']
+    ema = load_official('lgvan.pth')['params_ema']
     sd = {k: v.double() for k, v in ema.items()}
     g = 'layers.0.atten.spatial_gating_unit'
     u = torch.randn(1, 32, 11, 12, dtype=torch.float64)
@@ -216,7 +163,7 @@ def test_lgvan_declares_its_minimum_width_and_tiles_exactly():
         assert model(photo('astronaut', 5, 5)).shape == (1, 3, 20, 20)
         with pytest.raises(RuntimeError):
             model(photo('astronaut', 5, 4))
-    assert rtsr_arch.load_model(fixture('lgvan.pth')).receptive_radius == 84
+    assert rtsr_arch.load_model(official_fixture('lgvan.pth')).receptive_radius == 84
     net = randomize(LGVAN(num_feat=8, num_block=2), seed=9, std=1.0, fan_in=True).double().eval()
     x = photo('chelsea', 50, 53, dtype=torch.float64)
     whole = upscale_tensor(net, x)
@@ -253,7 +200,7 @@ def test_lgvan_importer_refuses_an_ungrouped_body_conv():
 def test_lgvan_recipe():
     """Report §4.26: L1 + 0.5 FFT loss; Adam (0.9, 0.99), lr 5e-4 halved every 2e5 iterations, 1e6
     iterations; batch 128 of 64x64 LR patches; DIV2K + Flickr2K bicubic x4."""
-    opt = load_options(ROOT / 'options/train/LGVAN/train_LGVAN_x4_L1_FFT.yml')
+    opt = load_recipe('LGVAN', 'train_LGVAN_x4_L1_FFT')
     train = opt['train']
     assert [(loss['type'], loss['loss_weight']) for loss in train['losses']] == [('L1Loss', 1.0), ('FFTLoss', 0.5)]
     assert train['optim_g']['type'] == 'Adam' and train['optim_g']['betas'] == [0.9, 0.99]
@@ -262,8 +209,7 @@ def test_lgvan_recipe():
     data = opt['datasets']['train']
     assert data['gt_size'] == 256 and data['batch_size_per_gpu'] * opt['num_gpu'] == 128
     assert data['type'] == 'PairedImageDataset' and 'DF2K' in data['dataroot_gt']
-    net = build_network(opt['network_g'])
-    assert type(net) is LGVAN and n_params(net) == 118_243
+    check_recipe_network(opt['network_g'], LGVAN, 118_243)
 
 
 def test_lgvan_has_no_reparameterizable_block():

@@ -8,73 +8,50 @@ file against the published deploy file, the importer and the two-stage recipe. F
 errors and the generic checks are in test_contract.py; the NTIRE 2023 ESR counts in
 test_ntire23_counts.py.
 """
-import copy
-import os
-from pathlib import Path
-
 import pytest
 import torch
 from torch.nn import functional as F
 
 import rtsr_arch
-from helpers import ROOT, photo, randomize
+from helpers import check_official_weights, check_recipe_network, check_reference_and_fusion, load_official, \
+    load_recipe, lr_photos, n_params, official_fixture, output_peaks, photo, randomize, state_layout
+from reference import conv, count_blocks, pad_with, upsample
 from rtsr_arch.archs.lkdns_arch import LKDNS, import_official_lkdns
 from rtsr_arch.archs.official import find_importers
 from rtsr_arch.loader import read_checkpoint, resolve_checkpoint
-from rtsr_arch.utils.options import build_network, load_options
 
 pytestmark = pytest.mark.usefixtures('torch_single_thread')
-
-FIXTURES_DIR = Path(os.environ.get('RTSR_OFFICIAL_FIXTURES') or Path(__file__).resolve().parents[3] /
-                    'shared/fixtures/official')
-PHOTOS = ('astronaut', 'coffee', 'chelsea')
-
-
-def n_params(model):
-    return sum(p.numel() for p in model.parameters())
-
-
-def fixture(name):
-    path = FIXTURES_DIR / name
-    if not path.is_file():
-        pytest.skip(f'official fixture {path} not found (set RTSR_OFFICIAL_FIXTURES)')
-    return path
 
 
 # ======================================================================= independent reference
 # stella-von/LKDN lkdns_arch.py LKDN_S and lkdn_blocks.py (BSConvU, BSConvU_rep, Attention, LKDB,
 # UpsampleOneStep, Upsampler_rep), written on the official keys with torch.nn.functional only.
 
-def _conv(t, sd, name, padding=0, groups=1, dilation=1):
-    return F.conv2d(t, sd[f'{name}.weight'], sd.get(f'{name}.bias'), padding=padding, groups=groups,
-                    dilation=dilation)
-
-
 def _bsconv(t, sd, name):
     """BSConvU: pw 1x1 (no bias), then dw depthwise 3x3; BSConvU_rep when ``rep1x1`` is stored:
     y = pw(t) + t; dw(y) + y + rep1x1(y)."""
     c = sd[f'{name}.dw.weight'].shape[0]
-    y = _conv(t, sd, f'{name}.pw')
+    y = conv(t, sd, f'{name}.pw')
     if f'{name}.rep1x1.weight' not in sd:
-        return _conv(y, sd, f'{name}.dw', padding=1, groups=c)
+        return conv(y, sd, f'{name}.dw', padding=1, groups=c)
     y = y + t
-    return _conv(y, sd, f'{name}.dw', padding=1, groups=c) + y + _conv(y, sd, f'{name}.rep1x1', groups=c)
+    return conv(y, sd, f'{name}.dw', padding=1, groups=c) + y + conv(y, sd, f'{name}.rep1x1', groups=c)
 
 
 def _lkdb(x, sd, p):
     gelu = F.gelu
-    d1 = gelu(_conv(x, sd, f'{p}.c1_d'))
+    d1 = gelu(conv(x, sd, f'{p}.c1_d'))
     r1 = gelu(_bsconv(x, sd, f'{p}.c1_r'))
-    d2 = gelu(_conv(r1, sd, f'{p}.c2_d'))
+    d2 = gelu(conv(r1, sd, f'{p}.c2_d'))
     r2 = gelu(_bsconv(r1, sd, f'{p}.c2_r'))
-    d3 = gelu(_conv(r2, sd, f'{p}.c3_d'))
+    d3 = gelu(conv(r2, sd, f'{p}.c3_d'))
     r3 = gelu(_bsconv(r2, sd, f'{p}.c3_r'))
     r4 = gelu(_bsconv(r3, sd, f'{p}.c4'))
-    out = _conv(torch.cat([d1, d2, d3, r4], 1), sd, f'{p}.c5')
+    out = conv(torch.cat([d1, d2, d3, r4], 1), sd, f'{p}.c5')
     a = out.shape[1]
-    attn = _conv(_conv(_conv(out, sd, f'{p}.atten.pointwise'), sd, f'{p}.atten.depthwise', padding=2, groups=a),
-                 sd, f'{p}.atten.depthwise_dilated', padding=6, groups=a, dilation=3)
-    out = _conv(out * attn, sd, f'{p}.c6')
+    attn = conv(conv(conv(out, sd, f'{p}.atten.pointwise'), sd, f'{p}.atten.depthwise', padding=2, groups=a),
+                sd, f'{p}.atten.depthwise_dilated', padding=6, groups=a, dilation=3)
+    out = conv(out * attn, sd, f'{p}.c6')
     # the official nn.LayerNorm(C) on the channels-last map (eps 1e-5)
     out = F.layer_norm(out.permute(0, 2, 3, 1), (out.shape[1],), sd[f'{p}.pixel_norm.weight'],
                        sd[f'{p}.pixel_norm.bias'], 1e-5).permute(0, 3, 1, 2)
@@ -83,49 +60,27 @@ def _lkdb(x, sd, p):
 
 def lkdns_reference(sd, x, num_in=4):
     """The official LKDN-S forward on RGB ``x`` in [0, 1] (data range 1.0), deploy or training keys."""
-    blocks = len({k.split('.')[0] for k in sd if k[0] == 'B'})
     fea = _bsconv(torch.cat([x] * num_in, 1), sd, 'fea_conv')
     outs, out = [], fea
-    for i in range(1, blocks + 1):
+    for i in range(1, count_blocks(sd, 'B') + 1):
         out = _lkdb(out, sd, f'B{i}')
         outs.append(out)
-    out = _bsconv(F.gelu(_conv(torch.cat(outs, 1), sd, 'c1')), sd, 'c2') + fea
+    out = _bsconv(F.gelu(conv(torch.cat(outs, 1), sd, 'c1')), sd, 'c2') + fea
     if 'upsampler.0.weight' in sd:
-        y = _conv(out, sd, 'upsampler.0', padding=1)
-    else:  # Upsampler_rep: the 1x1 expansion padded by one pixel of its bias, written explicitly
-        v = _conv(out, sd, 'upsampler.conv1x1')
-        b = sd['upsampler.conv1x1.bias'].view(1, -1, 1, 1)
-        v = F.pad(v, (1, 1, 1, 1))
-        border = torch.ones_like(v[:1, :1], dtype=torch.bool)
-        border[..., 1:-1, 1:-1] = False
-        v = torch.where(border, b.to(v.dtype), v)
-        y = _conv(out, sd, 'upsampler.conv1') + _conv(out, sd, 'upsampler.conv3', padding=1) + \
-            _conv(v, sd, 'upsampler.conv3x3')
+        return upsample(out, sd, 'upsampler.0', x.shape[1])
+    # Upsampler_rep: the 1x1 expansion padded by one pixel of its bias, written explicitly
+    v = pad_with(conv(out, sd, 'upsampler.conv1x1'), sd['upsampler.conv1x1.bias'])
+    y = conv(out, sd, 'upsampler.conv1') + conv(out, sd, 'upsampler.conv3', padding=1) + \
+        conv(v, sd, 'upsampler.conv3x3')
     scale = int(round((y.shape[1] // x.shape[1]) ** 0.5))
     return F.pixel_shuffle(y, scale)
 
 
-def psnr(y, hr, border=4):
-    mse = ((y.clamp(0, 1) - hr)[..., border:-border, border:-border] ** 2).mean()
-    return (-10 * torch.log10(mse)).item()
-
-
-def lr_photos(size=48, scale=4, dtype=torch.float32):
-    """HR crops of three photographs and their antialiased bicubic LR (the NTIRE ESR degradation)."""
-    hr = torch.cat([photo(p, size * scale, size * scale, dtype=torch.float64) for p in PHOTOS])
-    lr = F.interpolate(hr, scale_factor=1 / scale, mode='bicubic', antialias=True, align_corners=False)
-    return hr.to(dtype), lr.clamp(0, 1).to(dtype)
-
-
 # ======================================================================= layouts
-
-def _layout(model):
-    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
-
 
 def test_lkdns_deploy_layout_is_the_official_one():
     """LKDN_S(conv='BSConvU', upsampler='pixelshuffledirect'): 160 tensors, 129,177 parameters."""
-    layout = _layout(LKDNS(deploy=True))
+    layout = state_layout(LKDNS(deploy=True))
     assert len(layout) == 160 and n_params(LKDNS(deploy=True)) == 129_177
     assert layout['fea_conv.pw.weight'] == (42, 12, 1, 1) and layout['fea_conv.dw.weight'] == (42, 1, 3, 3)
     assert 'fea_conv.pw.bias' not in layout
@@ -133,13 +88,13 @@ def test_lkdns_deploy_layout_is_the_official_one():
     assert layout['B5.c5.weight'] == (42, 84, 1, 1) and layout['B3.atten.depthwise_dilated.weight'] == (42, 1, 5, 5)
     assert layout['B2.pixel_norm.weight'] == (42,) and layout['c1.weight'] == (42, 210, 1, 1)
     assert layout['upsampler.0.weight'] == (48, 42, 3, 3) and not any('rep1x1' in k for k in layout)
-    assert _layout(rtsr_arch.reparameterize(LKDNS())) == layout
+    assert state_layout(rtsr_arch.reparameterize(LKDNS())) == layout
 
 
 def test_lkdns_training_layout_is_the_official_one():
     """LKDN_S(conv='BSConvU_rep', upsampler='pixelshuffle_rep'): 196 tensors, 172,449 parameters; only
     c1_r/c2_r/c3_r are RBSBs (fea_conv, c4 and c2 stay BSConv-U)."""
-    layout = _layout(LKDNS())
+    layout = state_layout(LKDNS())
     assert len(layout) == 196 and n_params(LKDNS()) == 172_449
     assert {k.rsplit('.', 2)[0] for k in layout if 'rep1x1' in k} == {
         f'B{i}.c{j}_r' for i in range(1, 6) for j in (1, 2, 3)}
@@ -157,23 +112,10 @@ def _compare(model, sd, lr, num_in=4):
 def test_lkdns_official_deploy_weights_match_the_reference():
     """``LKDN-S_del_rep_x4.pth`` through load_model (auto-detected) reproduces the independent reference
     on photographs to float32 rounding (float64: ~1e-12) and beats bicubic."""
-    path = fixture('lkdn_s_deploy.pth')
-    official = torch.load(path, map_location='cpu', weights_only=True)
-    model = rtsr_arch.load_model(path)
-    assert type(model) is LKDNS and n_params(model) == 129_177
-    assert model.network_opt == {'type': 'LKDNS', 'num_in_ch': 3, 'num_out_ch': 3, 'num_feat': 42, 'num_atten': 42,
-                                 'num_block': 5, 'upscale': 4, 'num_in': 4, 'deploy': True}
-    hr, lr = lr_photos()
-    diff = _compare(model, official, lr)
-    model64 = rtsr_arch.load_model(path, dtype=torch.float64)
-    diff64 = _compare(model64, {k: v.double() for k, v in official.items()}, lr.double())
-    with torch.no_grad():
-        y64 = model64(lr.double())
-    bicubic = F.interpolate(lr.double(), scale_factor=4, mode='bicubic', align_corners=False)
-    gain = psnr(y64, hr.double()) - psnr(bicubic, hr.double())
-    print(f'LKDN-S_del_rep_x4.pth: max |ours - reference| float32 {diff:.2e}, float64 {diff64:.2e}; '
-          f'PSNR {psnr(y64, hr.double()):.2f} dB ({gain:+.2f} dB over bicubic)')
-    assert diff <= 5e-6 and diff64 <= 1e-12 and gain > 1.0
+    check_official_weights(official_fixture('lkdn_s_deploy.pth'), lkdns_reference, load_official('lkdn_s_deploy.pth'),
+                           LKDNS, 129_177, {'type': 'LKDNS', 'num_in_ch': 3, 'num_out_ch': 3, 'num_feat': 42,
+                                            'num_atten': 42, 'num_block': 5, 'upscale': 4, 'num_in': 4, 'deploy': True},
+                           tol32=5e-6)
 
 
 def test_lkdns_official_training_weights_match_the_reference_and_fuse_to_the_published_deploy_file():
@@ -181,12 +123,12 @@ def test_lkdns_official_training_weights_match_the_reference_and_fuse_to_the_pub
     through load_model(deploy=False) reproduces the reference training forward; our fusion of it
     reproduces that forward in float64 (~1e-12) and the published deploy file's outputs to float32
     rounding (the official deploy file was itself fused from these ``params_ema`` in float32)."""
-    path = fixture('lkdn_s_train.pth')
-    ema = torch.load(path, map_location='cpu', weights_only=True)['params_ema']
-    published = torch.load(fixture('lkdn_s_deploy.pth'), map_location='cpu', weights_only=True)
+    path = official_fixture('lkdn_s_train.pth')
+    ema = load_official('lkdn_s_train.pth')['params_ema']
+    published = load_official('lkdn_s_deploy.pth')
     resolved = resolve_checkpoint(path)
     assert resolved.how == 'official LKDNS checkpoint' and all(torch.equal(resolved.state_dict[k], ema[k]) for k in ema)
-    _, lr = lr_photos(size=40)
+    _, lr = lr_photos()
     train = rtsr_arch.load_model(path, deploy=False)
     assert not train.network_opt['deploy'] and n_params(train) == 172_449
     diff_train = _compare(train, ema, lr)
@@ -214,8 +156,8 @@ def test_lkdns_official_training_weights_match_the_reference_and_fuse_to_the_pub
 def test_lkdns_fused_kernels_equal_the_published_ones_to_float32_rounding():
     """The kernels our float64 fusion writes differ from the published deploy file's only by the
     rounding of its float32 fusion."""
-    fused = rtsr_arch.load_model(fixture('lkdn_s_train.pth')).state_dict()
-    published = torch.load(fixture('lkdn_s_deploy.pth'), map_location='cpu', weights_only=True)
+    fused = rtsr_arch.load_model(official_fixture('lkdn_s_train.pth')).state_dict()
+    published = load_official('lkdn_s_deploy.pth')
     worst = max((fused[k] - published[k]).abs().max().item() / max(1.0, published[k].abs().max().item())
                 for k in published)
     print(f'max relative |our fused tensor - published tensor| {worst:.2e}')
@@ -228,16 +170,12 @@ def test_lkdns_is_declared_float16_unsafe_because_the_released_weights_overflow(
     float16 inference gives non-finite values; bfloat16 (float32's exponent range) stays accurate.
     Hence ``fp16_safe = False`` (rtsr-upscale / rtsr-export refuse --precision fp16 / --fp16)."""
     assert LKDNS.fp16_safe is False
-    path = fixture('lkdn_s_deploy.pth')
+    path = official_fixture('lkdn_s_deploy.pth')
     x = photo('astronaut', 64, 64)
     model = rtsr_arch.load_model(path)
-    peak = []
-    hooks = [getattr(model, b).c6.register_forward_hook(lambda m, i, o: peak.append(o.abs().max().item()))
-             for b in model.block_names]
     with torch.no_grad():
-        y32 = model(x)
-        for hook in hooks:
-            hook.remove()
+        with output_peaks([getattr(model, b).c6 for b in model.block_names]) as peak:
+            y32 = model(x)
         y16 = rtsr_arch.load_model(path, dtype=torch.float16)(x.half()).float()
         ybf = rtsr_arch.load_model(path, dtype=torch.bfloat16)(x.bfloat16()).float()
     print(f'LKDN-S_del_rep_x4.pth, 64x64 astronaut: c6 peak {max(peak):.3g}; float16 finite: '
@@ -257,15 +195,9 @@ def test_lkdns_training_form_matches_the_reference_and_fuses_to_the_official_lay
     gives the same output on every pixel (down to 1x1 inputs)."""
     model = randomize(LKDNS(**kwargs), seed=3, std=1.0, fan_in=True).double().eval()
     num_in = model.num_in
-    for h, w in ((1, 1), (5, 7), (12, 9)):
-        x = photo('chelsea', h, w, dtype=torch.float64, batch=2)[:, :model.fea_conv.in_channels // num_in]
-        with torch.no_grad():
-            y = model(x)
-            scale = max(1.0, y.abs().max().item())
-            assert (y - lkdns_reference(model.state_dict(), x, num_in)).abs().max() <= 1e-12 * scale
-            fused = rtsr_arch.reparameterize(copy.deepcopy(model)).state_dict()
-            assert not any('rep1x1' in k or 'conv1x1' in k for k in fused)
-            assert (lkdns_reference(fused, x, num_in) - y).abs().max() <= 1e-10 * scale
+    inputs = [photo('chelsea', h, w, dtype=torch.float64, batch=2)[:, :model.fea_conv.in_channels // num_in]
+              for h, w in ((1, 1), (5, 7), (12, 9))]
+    check_reference_and_fusion(model, lambda sd, x: lkdns_reference(sd, x, num_in), inputs, gone=('rep1x1', 'conv1x1'))
 
 
 # ======================================================================= importer
@@ -296,19 +228,16 @@ def test_lkdns_importer_refuses_mixed_forms():
 
 def test_lkdns_official_files_are_detected_as_lkdns_only():
     for name in ('lkdn_s_deploy.pth', 'lkdn_s_train.pth'):
-        assert [m.arch for m, _ in find_importers(read_checkpoint(fixture(name))[0])] == ['LKDNS'], name
+        assert [m.arch for m, _ in find_importers(read_checkpoint(official_fixture(name))[0])] == ['LKDNS'], name
 
 
 # ======================================================================= recipes
-
-RECIPES = ROOT / 'options/train/LKDNS'
-
 
 def test_lkdns_recipes_chain():
     """Report §4.23: 256 HR patches, batch 128, L1, 950k iterations -> 480 patches, batch 64, L2, lr 2e-5,
     50k iterations; EMA 0.999 in both; DIV2K + Flickr2K bicubic x4; the fine-tuning starts from the
     first stage's EMA weights; the training form throughout, validated fused."""
-    stages = [load_options(RECIPES / f'train_LKDNS_x4_{s}.yml') for s in ('stage1_scratch_L1', 'stage2_finetune_L2')]
+    stages = [load_recipe('LKDNS', f'train_LKDNS_x4_{s}') for s in ('stage1_scratch_L1', 'stage2_finetune_L2')]
     first, second = stages
     assert second['path']['pretrain_network_g'] == f"experiments/{first['name']}/models/net_g_latest.pth"
     assert second['path']['param_key_g'] == 'params_ema' and second['network_g'] == first['network_g']
@@ -319,5 +248,4 @@ def test_lkdns_recipes_chain():
     assert [s['train']['optim_g']['lr'] for s in stages] == [1e-3, 2e-5]
     assert all(s['train']['ema_decay'] == 0.999 and s['val']['deploy'] for s in stages)
     assert all('DF2K' in s['datasets']['train']['dataroot_gt'] for s in stages)
-    net = build_network(first['network_g'])
-    assert type(net) is LKDNS and n_params(net) == 172_449 and n_params(rtsr_arch.reparameterize(net)) == 129_177
+    check_recipe_network(first['network_g'], LKDNS, 172_449, 129_177)

@@ -7,8 +7,6 @@ Fig. 17), the official NTIRE 2023 ESR counts and the module-level LeakyReLU quir
 importer. Fusion, keyword errors and the generic checks are in test_contract.py.
 """
 import math
-import os
-from pathlib import Path
 
 import pytest
 import torch
@@ -17,114 +15,35 @@ from torch.nn import functional as F
 from torch.overrides import TorchFunctionMode
 
 import rtsr_arch
-from helpers import photo, randomize
+from helpers import OFFICIAL_FIXTURES, bicubic, check_official_weights, load_official, lr_photos, module_names, \
+    n_params, official_fixture, output_peaks, photo, psnr, randomize
+from reference import conv, count_blocks, hfab, rlfb, upsample
 from rtsr_arch.archs.lmrlfn_arch import LMRLFN, import_official_lmrlfn
 from rtsr_arch.archs.official import find_importers
 from rtsr_arch.utils.efficiency import EfficiencyCounts, count_ntire_esr
 
 pytestmark = pytest.mark.usefixtures('torch_single_thread')
 
-FIXTURES_DIR = Path(os.environ.get('RTSR_OFFICIAL_FIXTURES') or Path(__file__).resolve().parents[3] /
-                    'shared/fixtures/official')
-PHOTOS = ('astronaut', 'coffee', 'chelsea')
-
-
-def n_params(model):
-    return sum(p.numel() for p in model.parameters())
-
-
-def fixture(name):
-    path = FIXTURES_DIR / name
-    if not path.is_file():
-        pytest.skip(f'official fixture {path} not found (set RTSR_OFFICIAL_FIXTURES)')
-    return path
-
 
 # ======================================================================= independent reference
 # team33_LMRLFN.py (deploy keys) and the training form of Fig. 17 (FMEN's train_fmen.py HFAB and
-# RRRB), torch.nn.functional only.
-
-def _conv(t, sd, name, padding=1):
-    return F.conv2d(t, sd[f'{name}.weight'], sd[f'{name}.bias'], padding=padding)
-
-
-def _count(sd, prefix):
-    return len({k[len(prefix):].split('.')[0] for k in sd if k.startswith(prefix)})
-
-
-def _pad_value(t, value):
-    out = F.pad(t, (1, 1, 1, 1))
-    for index in ((slice(None), slice(None), 0), (slice(None), slice(None), -1),
-                  (slice(None), slice(None), slice(None), 0), (slice(None), slice(None), slice(None), -1)):
-        out[index] = value.view(1, -1, 1)
-    return out
-
-
-def _bn(t, sd, name, eps=1e-5):
-    mean, var = sd[f'{name}.running_mean'], sd[f'{name}.running_var']
-    scale = sd[f'{name}.weight'] / torch.sqrt(var + eps)
-    return (t - mean.view(1, -1, 1, 1)) * scale.view(1, -1, 1, 1) + sd[f'{name}.bias'].view(1, -1, 1, 1)
-
-
-def _rep(t, sd, name):
-    if f'{name}.rep_conv.weight' in sd:
-        return _conv(t, sd, f'{name}.rep_conv')
-    e = _conv(t, sd, f'{name}.expand_conv', padding=0)
-    u = _conv(_pad_value(e, sd[f'{name}.expand_conv.bias']), sd, f'{name}.fea_conv', padding=0) + e
-    return _conv(u, sd, f'{name}.reduce_conv', padding=0) + t
-
-
-def _hfab(t, sd, name):
-    """squeeze -> lrelu(0.1) -> BasicBlocks (conv1 -> lrelu(0.1) -> conv2) -> lrelu(0.1) -> excitate
-    -> sigmoid, * t; training form: bn1 / bn2 before squeeze / excitate (padded with bn(0)), bn3 after."""
-    bn = f'{name}.bn1.weight' in sd
-    zero = {b: _bn(torch.zeros_like(sd[f'{name}.{b}.bias']).view(1, -1, 1, 1), sd, f'{name}.{b}').view(-1)
-            for b in ('bn1', 'bn2')} if bn else {}
-    a = _pad_value(_bn(t, sd, f'{name}.bn1'), zero['bn1']) if bn else t
-    a = F.leaky_relu(_conv(a, sd, f'{name}.squeeze', padding=0 if bn else 1), 0.1)
-    for j in range(_count(sd, f'{name}.convs.')):
-        a = _rep(F.leaky_relu(_rep(a, sd, f'{name}.convs.{j}.conv1'), 0.1), sd, f'{name}.convs.{j}.conv2')
-    a = F.leaky_relu(a, 0.1)
-    if bn:
-        a = _bn(_conv(_pad_value(_bn(a, sd, f'{name}.bn2'), zero['bn2']), sd, f'{name}.excitate', padding=0), sd,
-                f'{name}.bn3')
-    else:
-        a = _conv(a, sd, f'{name}.excitate')
-    return torch.sigmoid(a) * t
-
+# RRRB), torch.nn.functional only: RLFN's block (reference.rlfb) with FMEN's HFAB (reference.hfab)
+# in place of the ESA.
 
 @torch.no_grad()
 def lmrlfn_reference(sd, x, data_range=1.0):
     """Official LMRLFN forward on ``x`` in [0, 1] (``test_demo.py``: data_range 1.0): head ->
     warmup (conv, HFAB) -> LMRLFBs (three 3x3 convs + lrelu(0.05), + input, 1x1 c5, HFAB) ->
     lr_conv + head -> tail conv + PixelShuffle."""
-    scale = math.isqrt(sd['tail.0.weight'].shape[0] // x.shape[1])
-    x = _conv(x * data_range, sd, 'head')
-    h = _hfab(_conv(x, sd, 'warmup.0'), sd, 'warmup.1')
-    for i in range(1, 1 + len({k.split('.')[0] for k in sd if k.startswith('block_')})):
-        out = F.leaky_relu(_conv(h, sd, f'block_{i}.c1_r'), 0.05)
-        out = F.leaky_relu(_conv(out, sd, f'block_{i}.c2_r'), 0.05)
-        out = F.leaky_relu(_conv(out, sd, f'block_{i}.c3_r'), 0.05)
-        h = _hfab(_conv(out + h, sd, f'block_{i}.c5', padding=0), sd, f'block_{i}.hfab')
-    return F.pixel_shuffle(_conv(_conv(h, sd, 'lr_conv') + x, sd, 'tail.0'), scale) / data_range
-
-
-def psnr(y, hr, border=4):
-    mse = ((y.clamp(0, 1) - hr)[..., border:-border, border:-border] ** 2).mean()
-    return (-10 * torch.log10(mse)).item()
-
-
-def lr_photos(size=48, scale=4, dtype=torch.float32):
-    hr = torch.cat([photo(p, size * scale, size * scale, dtype=torch.float64) for p in PHOTOS])
-    lr = F.interpolate(hr, scale_factor=1 / scale, mode='bicubic', antialias=True, align_corners=False)
-    return hr.to(dtype), lr.clamp(0, 1).to(dtype)
+    channels = x.shape[1]
+    x = conv(x * data_range, sd, 'head', padding=1)
+    h = hfab(conv(x, sd, 'warmup.0', padding=1), sd, 'warmup.1')
+    for i in range(1, 1 + count_blocks(sd, 'block_')):
+        h = rlfb(h, sd, f'block_{i}', slope=0.05, attention=lambda t, p=f'block_{i}.hfab': hfab(t, sd, p))
+    return upsample(conv(h, sd, 'lr_conv', padding=1) + x, sd, 'tail.0', channels) / data_range
 
 
 # ======================================================================= layouts
-
-def _layout(model):
-    return {k.rsplit('.', 1)[0] for k in model.state_dict()}
-
 
 def _hfab_layout(prefix, blocks, train):
     conv = ('expand_conv', 'fea_conv', 'reduce_conv') if train else ('rep_conv',)
@@ -142,10 +61,10 @@ def test_lmrlfn_layout_is_official(train):
         expected |= {f'block_{i}.{c}' for c in ('c1_r', 'c2_r', 'c3_r', 'c5')} | _hfab_layout(f'block_{i}.hfab', blocks,
                                                                                               train)
     model = LMRLFN(deploy=not train)
-    assert _layout(model) == expected
+    assert module_names(model) == expected
     if train:
         assert n_params(model) == 383_936
-        assert _layout(rtsr_arch.reparameterize(model)) == _layout(LMRLFN(deploy=True))
+        assert module_names(rtsr_arch.reparameterize(model)) == module_names(LMRLFN(deploy=True))
     else:
         assert len(model.state_dict()) == 88 and n_params(model) == 285_016
     sd = model.state_dict()
@@ -160,64 +79,48 @@ def test_lmrlfn_layout_is_official(train):
 def test_lmrlfn_official_weights_match_the_reference():
     """``team33_LMRLFN.pt`` through load_model (auto-detected) reproduces the independent reference
     on photographs to float32 rounding (float64: ~1e-13) and beats bicubic; in [0, 255] it would not."""
-    path = fixture('lmrlfn.pt')
-    official = torch.load(path, map_location='cpu', weights_only=True)
-    model = rtsr_arch.load_model(path)
-    assert type(model) is LMRLFN and n_params(model) == 285_016
-    assert model.network_opt == {'type': 'LMRLFN', 'num_in_ch': 3, 'num_out_ch': 3, 'num_feat': 36, 'num_block': 4,
-                                 'mid_feat': 40, 'hfab_feat': 16, 'up_blocks': '2+2+1+1+1', 'upscale': 4,
-                                 'attention_ratio': 2, 'attention_bn': True, 'deploy': True}
-    hr, lr = lr_photos()
-    with torch.no_grad():
-        y = model(lr)
-        y64 = rtsr_arch.load_model(path, dtype=torch.float64)(lr.double())
-    official64 = {k: v.double() for k, v in official.items()}
-    diff = (y - lmrlfn_reference(official, lr)).abs().max().item()
-    diff64 = (y64 - lmrlfn_reference(official64, lr.double())).abs().max().item()
-    hr64, lr64 = hr.double(), lr.double()
-    bicubic = psnr(F.interpolate(lr64, scale_factor=4, mode='bicubic', align_corners=False), hr64)
-    wrong = psnr(lmrlfn_reference(official64, lr64, data_range=255.0), hr64)
-    print(f'LMRLFN team33_LMRLFN.pt: max |ours - reference| float32 {diff:.2e}, float64 {diff64:.2e}; PSNR '
-          f'{psnr(y64, hr64):.2f} dB, bicubic {bicubic:.2f} dB, in [0, 255] {wrong:.2f} dB')
-    assert y.shape == (3, 3, 192, 192)
-    assert diff <= 2e-6 and diff64 <= 1e-12
-    assert psnr(y64, hr64) > bicubic + 1.0 > wrong + 1.0
+    official = load_official('lmrlfn.pt')
+    check_official_weights(official_fixture('lmrlfn.pt'), lmrlfn_reference, official, LMRLFN, 285_016,
+                           {'type': 'LMRLFN', 'num_in_ch': 3, 'num_out_ch': 3, 'num_feat': 36, 'num_block': 4,
+                            'mid_feat': 40, 'hfab_feat': 16, 'up_blocks': '2+2+1+1+1', 'upscale': 4,
+                            'attention_ratio': 2, 'attention_bn': True, 'deploy': True})
+    hr, lr = lr_photos(dtype=torch.float64)
+    reference = psnr(bicubic(lr), hr)
+    wrong = psnr(lmrlfn_reference({k: v.double() for k, v in official.items()}, lr, data_range=255.0), hr)
+    print(f'LMRLFN team33_LMRLFN.pt: bicubic {reference:.2f} dB, in [0, 255] {wrong:.2f} dB')
+    assert reference > wrong
     assert LMRLFN.value_range == (0.0, 1.0)
 
 
 def test_lmrlfn_official_checkpoints_are_told_apart_from_rlfn():
     """LMRLFN (``block_{i}.hfab``) and RLFN (``block_{i}.esa``, conv_1/conv_2/upsampler) share
     the ``block_{i}.c{1,2,3}_r/c5`` trunk; each official file is claimed by its own importer only."""
-    lmrlfn = torch.load(fixture('lmrlfn.pt'), map_location='cpu', weights_only=True)
-    assert [imp.arch for imp, _ in find_importers(lmrlfn)] == ['LMRLFN']
-    rlfn = FIXTURES_DIR / 'rlfn_ntire_x4.pth'
-    if rlfn.is_file():
-        assert 'LMRLFN' not in [imp.arch for imp, _ in find_importers(torch.load(rlfn, map_location='cpu',
-                                                                                  weights_only=True))]
+    assert [imp.arch for imp, _ in find_importers(load_official('lmrlfn.pt'))] == ['LMRLFN']
+    if (OFFICIAL_FIXTURES / 'rlfn_ntire_x4.pth').is_file():
+        assert 'LMRLFN' not in [imp.arch for imp, _ in find_importers(load_official('rlfn_ntire_x4.pth'))]
 
 
 def test_lmrlfn_is_declared_float16_unsafe():
     """The released weights' attention path peaks at ~3e4 on photographs (float16 works there) but
     passes float16's 65504 on high-contrast inputs (1-pixel stripes): NaN, hence fp16_safe = False.
     bfloat16 keeps float32's range."""
-    path = fixture('lmrlfn.pt')
+    path = official_fixture('lmrlfn.pt')
     model, half = rtsr_arch.load_model(path), rtsr_arch.load_model(path, dtype=torch.float16)
-    peak = []
-    for m in model.modules():
-        if isinstance(m, nn.Conv2d):
-            m.register_forward_hook(lambda mod, i, o: peak.append(o.abs().max().item()))
-    _, lr = lr_photos(size=32)
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    lr = lr_photos()[1]
     stripes = torch.zeros(1, 3, 32, 32)
     stripes[..., ::2, :] = 1
     with torch.no_grad():
-        y, y16 = model(lr), half(lr.half()).float()
-        photo_peak = max(peak)
-        peak.clear()
-        s32, s16 = model(stripes), half(stripes.half()).float()
+        with output_peaks(convs) as peak:
+            y = model(lr)
+        y16 = half(lr.half()).float()
+        with output_peaks(convs) as stripe_peak:
+            s32 = model(stripes)
+        s16 = half(stripes.half()).float()
         sbf = rtsr_arch.load_model(path, dtype=torch.bfloat16)(stripes.bfloat16()).float()
-    print(f'LMRLFN: peak |conv output| {photo_peak:.3g} on photographs, {max(peak):.3g} on 1-pixel stripes')
-    assert torch.isfinite(y16).all() and (y16 - y).abs().max() <= 2e-2 and photo_peak < 65504
-    assert max(peak) > 65504 and not torch.isfinite(s16).all()
+    print(f'LMRLFN: peak |conv output| {max(peak):.3g} on photographs, {max(stripe_peak):.3g} on 1-pixel stripes')
+    assert torch.isfinite(y16).all() and (y16 - y).abs().max() <= 2e-2 and max(peak) < 65504
+    assert max(stripe_peak) > 65504 and not torch.isfinite(s16).all()
     assert torch.isfinite(sbf).all() and torch.isfinite(s32).all()
     assert LMRLFN.fp16_safe is False
 

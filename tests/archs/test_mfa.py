@@ -8,9 +8,7 @@ honest declarations (global operation: not tile-exact; minimum input 16). Keywor
 parameter counts, importer round trips and one ONNX export are checked for every architecture by
 test_contract.py; the NTIRE 2023 ESR counts by test_ntire23_counts.py."""
 import io
-import os
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,29 +16,20 @@ import torch
 from torch.nn import functional as F
 
 import rtsr_arch
-from helpers import photo, randomize
+from helpers import SIZES_BY_16, check_half_precision, check_official_reference, check_onnx_at, gain_over_bicubic, \
+    load_official, load_recipe, lr_photos, n_params, official_fixture, photo, randomize, state_layout, tall_photo
+from reference import layer_norm_2d
 from rtsr_arch.archs.layers import ffn_scale_for, nearest_source_index, resize_nearest, resize_nearest_by_gather
 from rtsr_arch.archs.mfa_arch import MFA, SameConv2d
 from rtsr_arch.archs.official import find_importers, get_importer
 from rtsr_arch.export import check_onnx, export_onnx
 from rtsr_arch.inference import upscale_tensor
 from rtsr_arch.loader import resolve_checkpoint
+from rtsr_arch.utils.options import build_network
 
 pytestmark = pytest.mark.usefixtures('torch_single_thread')
 
-FIXTURES_DIR = Path(os.environ.get('RTSR_OFFICIAL_FIXTURES') or Path(__file__).resolve().parents[3] /
-                    'shared/fixtures/official')
-OFFICIAL = FIXTURES_DIR / 'mfa.pth'
-
-
-def n_params(model):
-    return sum(p.numel() for p in model.parameters())
-
-
-def official_checkpoint():
-    if not OFFICIAL.is_file():
-        pytest.skip(f'official fixture {OFFICIAL} not found (set RTSR_OFFICIAL_FIXTURES)')
-    return torch.load(OFFICIAL, map_location='cpu', weights_only=True)
+OFFICIAL = 'mfa.pth'
 
 
 # ----------------------------------------------------------------------------- independent reference
@@ -49,12 +38,6 @@ def _same_pad(x, kh, kw):
     """PyTorch's padding='same' for stride 1: per axis (k - 1) // 2 zeros before, the rest after
     (k = 2: 0 before, 1 after; k = 5: 2 and 2)."""
     return F.pad(x, ((kw - 1) // 2, kw - 1 - (kw - 1) // 2, (kh - 1) // 2, kh - 1 - (kh - 1) // 2))
-
-
-def _layer_norm(x, weight, bias, eps=1e-6):
-    mu = x.mean(1, keepdim=True)
-    var = (x - mu).pow(2).mean(1, keepdim=True)
-    return weight[:, None, None] * ((x - mu) / torch.sqrt(var + eps)) + bias[:, None, None]
 
 
 @torch.no_grad()
@@ -77,7 +60,7 @@ def mfa_reference(sd, x, upscale=4, same_pad=_same_pad):
     for i in sorted({int(k.split('.')[1]) for k in sd if k.startswith('feats.')}):
         p = f'feats.{i}.'
         h, w = y.shape[-2:]
-        t = _layer_norm(y, sd[p + 'norm1.weight'], sd[p + 'norm1.bias'])
+        t = layer_norm_2d(y, sd, p + 'norm1')
         x1, x2 = F.gelu(dw(t, p + 'safm.dwConv1.0')).chunk(2, dim=1)
         x2 = F.adaptive_max_pool2d(x2, (h // 8, w // 8))
         x2, x3 = F.gelu(dw(x2, p + 'safm.dwConv2.0')).chunk(2, dim=1)
@@ -85,7 +68,7 @@ def mfa_reference(sd, x, upscale=4, same_pad=_same_pad):
         cat = torch.cat([x1, F.interpolate(x2, size=(h, w), mode='nearest'),
                          F.interpolate(x3, size=(h, w), mode='nearest')], dim=1)
         y = F.gelu(F.conv2d(cat, sd[p + 'safm.ConvCat.weight'], sd[p + 'safm.ConvCat.bias'])) * t + y
-        t = _layer_norm(y, sd[p + 'norm2.weight'], sd[p + 'norm2.bias'])
+        t = layer_norm_2d(y, sd, p + 'norm2')
         t = F.conv2d(t, sd[p + 'ccm.Conv1.weight'], sd[p + 'ccm.Conv1.bias'])
         g1, g2 = dw(dw(t, p + 'ccm.Conv2.0'), p + 'ccm.Conv2.1').chunk(2, dim=1)
         y = F.conv2d(g1 * g2, sd[p + 'ccm.Conv3.weight'], sd[p + 'ccm.Conv3.bias']) + y
@@ -93,18 +76,12 @@ def mfa_reference(sd, x, upscale=4, same_pad=_same_pad):
     return F.pixel_shuffle(out, upscale)
 
 
-# sizes divisible by 16 and not (114: the first height where onnxruntime's nearest Resize and
-# PyTorch's disagree), down to the minimum
-PHOTO_SIZES = [('astronaut', 64, 96), ('coffee', 45, 67), ('chelsea', 16, 16), ('rocket', 114, 70),
-               ('astronaut', 33, 129)]
-
-
 # ----------------------------------------------------------------------------- layout and counts
 
 def test_mfa_state_dict_layout_is_official():
     """``MFA(dim=33, n_blocks=8, ffn_scale=1.8)``: 164 tensors, official keys and shapes (CCM width
     int(33 * 1.8) = 59, doubled; CCM kernels (2, 5) and (5, 2))."""
-    shapes = {k: tuple(v.shape) for k, v in MFA().state_dict().items()}
+    shapes = state_layout(MFA())
     expected = {'to_feat.weight': (33, 3, 3, 3), 'to_feat.bias': (33,),
                 'to_img.0.weight': (48, 33, 3, 3), 'to_img.0.bias': (48,)}
     for i in range(8):
@@ -187,7 +164,7 @@ def test_mfa_matches_the_functional_reference(kwargs):
     widths exercise the official chunk split (9 -> 5 + 4 -> 2 + 2)."""
     model = randomize(MFA(**kwargs), seed=5, std=1.0, fan_in=True).double().eval()
     sd = model.state_dict()
-    for name, h, w in PHOTO_SIZES:
+    for name, h, w in SIZES_BY_16:
         x = photo(name, h, w, dtype=torch.float64)
         with torch.no_grad():
             y = model(x)
@@ -221,8 +198,7 @@ def test_even_kernel_padding_side_matters():
     """Negative control: padding the even axis before instead of after (a symmetric reading of
     'same') changes the output of the official weights visibly, so the reference check above
     would catch it."""
-    ckpt = official_checkpoint()
-    sd = {k: v.double() for k, v in ckpt['params'].items()}
+    sd = {k: v.double() for k, v in load_official(OFFICIAL)['params'].items()}
     x = photo('coffee', 32, 48, dtype=torch.float64)
     ref = mfa_reference(sd, x)
     wrong = mfa_reference(sd, x, same_pad=lambda t, kh, kw: F.pad(t, (kw // 2, (kw - 1) // 2, kh // 2, (kh - 1) // 2)))
@@ -344,7 +320,7 @@ def test_c60_layout_is_imported(upscale):
 
 def test_official_checkpoint_layout():
     """team16_mfa.pth: ``{params, params_ema}``, the same 164 keys, different values."""
-    ckpt = official_checkpoint()
+    ckpt = load_official(OFFICIAL)
     assert set(ckpt) == {'params', 'params_ema'}
     assert ckpt['params'].keys() == ckpt['params_ema'].keys() == MFA().state_dict().keys()
     assert sum(v.numel() for v in ckpt['params'].values()) == 98_524
@@ -352,62 +328,37 @@ def test_official_checkpoint_layout():
     assert [imp.arch for imp, _ in find_importers(ckpt)] == ['MFA']
 
 
-def _max_rel(y, ref):
-    return float((y.double() - ref.double()).abs().max() / ref.double().abs().max())
-
-
-@pytest.mark.parametrize('name, h, w', PHOTO_SIZES)
+@pytest.mark.parametrize('name, h, w', SIZES_BY_16)
 def test_official_weights_reproduce_the_reference(name, h, w):
     """``rtsr_arch.load_model(path)`` (auto-detected, no architecture given) uses ``params`` as the
     official test_demo.py and reproduces the functional reference: float32 to rounding, float64 to 1e-12."""
-    ckpt = official_checkpoint()
-    resolved = resolve_checkpoint(OFFICIAL)
+    ckpt = load_official(OFFICIAL)
+    resolved = resolve_checkpoint(official_fixture(OFFICIAL))
     assert resolved.how == 'official MFA checkpoint'
     assert resolved.network_opt == dict(type='MFA', num_in_ch=3, num_out_ch=3, num_feat=33, num_block=8,
                                         ffn_scale=1.8, ccm_kernel=2, upscale=4, act_type='gelu', deploy=False)
-    net32 = rtsr_arch.load_model(OFFICIAL)
-    net64 = rtsr_arch.load_model(OFFICIAL, dtype=torch.float64)
-    assert all(torch.equal(v, ckpt['params'][k]) for k, v in net32.state_dict().items())
-    x64 = photo(name, h, w, dtype=torch.float64)
-    with torch.no_grad():
-        y32, y64 = net32(x64.float()), net64(x64)
-    ref64 = mfa_reference(ckpt['params'], x64)
-    ref32 = mfa_reference(ckpt['params'], x64.float())
-    d32, d64 = _max_rel(y32, ref64), float((y64 - ref64).abs().max())
-    print(f'{name} {h}x{w}: float32 max |diff| / peak {d32:.2e} (reference in float32: '
-          f'{float((y32 - ref32).abs().max()):.2e}), float64 max |diff| {d64:.2e}')
-    assert torch.equal(y32, ref32) or _max_rel(y32, ref32) <= 1e-6
-    assert d32 <= 1e-5 and d64 <= 1e-12
-    assert float(y64.min()) >= -0.3 and float(y64.max()) <= 1.3  # a trained network: near [0, 1]
+    check_official_reference(official_fixture(OFFICIAL), ckpt['params'], mfa_reference,
+                             photo(name, h, w, dtype=torch.float64))
 
 
 def test_official_weights_beat_bicubic():
     """Sanity of the data range: a 128x192 photo crop downscaled x4 (antialiased bicubic) and
     restored by the official weights is far closer to it than bicubic upsampling (PSNR, RGB,
-    border 4, as the NTIRE 2023 ESR evaluation)."""
-    official_checkpoint()
-    net = rtsr_arch.load_model(OFFICIAL)
-    hr = photo('astronaut', 128, 192)
-    lr = F.interpolate(hr, scale_factor=0.25, mode='bicubic', antialias=True, align_corners=False)
+    border 4, 8-bit, as the NTIRE 2023 ESR evaluation)."""
+    net = rtsr_arch.load_model(official_fixture(OFFICIAL))
+    hr, lr = lr_photos(names=('astronaut',))
     with torch.no_grad():
-        sr = net(lr).clamp(0, 1)
-    bic = F.interpolate(lr, scale_factor=4, mode='bicubic', align_corners=False).clamp(0, 1)
-
-    def psnr(a, b):
-        a, b = ((t[..., 4:-4, 4:-4].double() * 255).round() for t in (a, b))
-        return float(10 * torch.log10(255 ** 2 / ((a - b) ** 2).mean()))
-
-    p_sr, p_bic = psnr(sr, hr), psnr(bic, hr)
-    print(f'PSNR MFA {p_sr:.2f} dB, bicubic {p_bic:.2f} dB')
-    assert p_sr > p_bic + 1.0
+        gain = gain_over_bicubic(net(lr), hr, lr, quantize=True)
+    print(f'PSNR MFA {gain:+.2f} dB over bicubic')
+    assert gain > 1.0
 
 
 def test_official_ema_weights_on_request():
     """``param_key='params_ema'`` loads the EMA weights; their output is the reference on them and
     differs from the default ``params`` output."""
-    ckpt = official_checkpoint()
-    ema = rtsr_arch.load_model(OFFICIAL, param_key='params_ema', dtype=torch.float64)
-    default = rtsr_arch.load_model(OFFICIAL, dtype=torch.float64)
+    ckpt = load_official(OFFICIAL)
+    ema = rtsr_arch.load_model(official_fixture(OFFICIAL), param_key='params_ema', dtype=torch.float64)
+    default = rtsr_arch.load_model(official_fixture(OFFICIAL), dtype=torch.float64)
     assert all(torch.equal(v, ckpt['params_ema'][k]) for k, v in ema.state_dict().items())
     x = photo('coffee', 45, 67, dtype=torch.float64)
     with torch.no_grad():
@@ -418,32 +369,16 @@ def test_official_ema_weights_on_request():
 
 def test_official_weights_fp16():
     """fp16_safe on the trained weights: half inference within 1e-2 of the output peak."""
-    official_checkpoint()
-    net = rtsr_arch.load_model(OFFICIAL)
-    x = photo('chelsea', 60, 90)
-    with torch.no_grad():
-        y32 = net(x)
-        y16 = net.half()(x.half()).float()
-    d = _max_rel(y16, y32)
-    print(f'fp16 vs fp32: max |diff| / peak {d:.2e}')
-    assert torch.isfinite(y16).all() and d <= 1e-2
+    check_half_precision(official_fixture(OFFICIAL), photo('chelsea', 60, 90), torch.float16, 1e-2, relative=True)
 
 
 def test_official_onnx_export_is_exact_at_every_size(tmp_path):
     """The official network exported once (traced at 38x54) runs in onnxruntime at sizes divisible
     and not divisible by 16 (16x16, 114 rows where a plain nearest Resize would be wrong, and 540
     rows, the 4K x4 LR height) and matches PyTorch to 1e-4 of the output peak."""
-    official_checkpoint()
-    net = rtsr_arch.load_model(OFFICIAL)
-    report = export_onnx(net, tmp_path / 'mfa.onnx')
-    assert report.output_dims[-2:] == ('4*height', '4*width')
-    tall = torch.cat([photo('astronaut', 270, 32), photo('coffee', 270, 32)], dim=2)  # 540x32
-    images = [photo(name, h, w) for name, h, w in PHOTO_SIZES[2:4]] + [tall]  # 16x16, 114x70, 540x32
-    checks = check_onnx(tmp_path / 'mfa.onnx', net, images=images)
-    for c in checks:
-        print(report.exporter, c)
-    assert [c.input_shape[-2:] for c in checks][-1] == (540, 32)
-    assert max(c.max_abs_diff / c.peak for c in checks) <= 1e-4
+    net = rtsr_arch.load_model(official_fixture(OFFICIAL))
+    images = [photo(name, h, w) for name, h, w in SIZES_BY_16[2:4]] + [tall_photo(16)]  # 16x16, 114x20, 540x16
+    check_onnx_at(net, tmp_path / 'mfa.onnx', images)
 
 
 def test_torch_export_onnx_graph_is_exact_at_other_sizes(tmp_path):
@@ -461,11 +396,7 @@ def test_recipe_follows_the_report():
     """options/train/MFA: the two stages of the report's §4.5 (L1 + frequency loss from scratch, LR
     96 / batch 64 / Adam 1e-3 -> 1e-6 cosine / 500k; then L2, LR 160 / batch 16 / 5e-4 / 150k), on
     bicubic x4 pairs, the second starting from the first's result with the same network."""
-    from helpers import ROOT
-    from rtsr_arch.utils.options import build_network, load_options
-
-    stage1, stage2 = (load_options(ROOT / f'options/train/MFA/train_MFA_x4_{s}.yml')
-                      for s in ('stage1_L1_FFT', 'stage2_L2'))
+    stage1, stage2 = (load_recipe('MFA', f'train_MFA_x4_{s}') for s in ('stage1_L1_FFT', 'stage2_L2'))
     assert stage2['path']['pretrain_network_g'] == f"experiments/{stage1['name']}/models/net_g_latest.pth"
     assert stage1['network_g'] == stage2['network_g']
     assert build_network(stage1['network_g']).network_opt == {**MFA(preset='ntire23_esr').network_opt, 'preset': None}

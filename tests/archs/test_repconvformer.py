@@ -6,38 +6,21 @@ loaded through ``rtsr_arch.load_model`` against it on real photographs, the trai
 merge, the mean handling, the layer residual, the importer and the recipe. Fusion, keyword errors
 and the generic checks are in test_contract.py; the NTIRE 2023 ESR counts in test_ntire23_counts.py.
 """
-import copy
-import os
-from pathlib import Path
-
 import pytest
 import torch
 from torch.nn import functional as F
 
 import rtsr_arch
-from helpers import ROOT, photo, randomize
+from helpers import check_official_weights, check_recipe_network, check_reference_and_fusion, load_official, \
+    load_recipe, n_params, official_fixture, photo, randomize, state_layout
+from reference import conv, count_blocks, layer_norm_2d, upsample
 from rtsr_arch.archs.official import find_importers
 from rtsr_arch.archs.repconvformer_arch import RepConvFormer, import_official_repconvformer
 from rtsr_arch.loader import read_checkpoint
-from rtsr_arch.utils.options import build_network, load_options
 
 pytestmark = pytest.mark.usefixtures('torch_single_thread')
 
-FIXTURES_DIR = Path(os.environ.get('RTSR_OFFICIAL_FIXTURES') or Path(__file__).resolve().parents[3] /
-                    'shared/fixtures/official')
-PHOTOS = ('astronaut', 'coffee', 'chelsea')
 MEAN = (0.4488, 0.4371, 0.4040)  # the official rgb_mean (DIV2K)
-
-
-def n_params(model):
-    return sum(p.numel() for p in model.parameters())
-
-
-def fixture(name):
-    path = FIXTURES_DIR / name
-    if not path.is_file():
-        pytest.skip(f'official fixture {path} not found (set RTSR_OFFICIAL_FIXTURES)')
-    return path
 
 
 # ======================================================================= independent reference
@@ -45,25 +28,15 @@ def fixture(name):
 # Layer, UpsampleOneStep, RepConvFormer with upsampler='pixelshuffledirect', img_range 1), on the
 # official keys with torch.nn.functional only.
 
-def _conv(t, sd, name, padding=0, groups=1):
-    return F.conv2d(t, sd[f'{name}.weight'], sd.get(f'{name}.bias'), padding=padding, groups=groups)
-
-
-def _ln(x, sd, name, eps=1e-6):
-    u = x.mean(1, keepdim=True)
-    s = (x - u).pow(2).mean(1, keepdim=True)
-    return sd[f'{name}.weight'][:, None, None] * ((x - u) / torch.sqrt(s + eps)) + sd[f'{name}.bias'][:, None, None]
-
-
 def _large_kernel(t, sd, p):
     c = t.shape[1]
     if f'{p}.lkb_reparam.weight' in sd:
         k = sd[f'{p}.lkb_reparam.weight'].shape[-1]
-        return _conv(t, sd, f'{p}.lkb_reparam', padding=k // 2, groups=c)
+        return conv(t, sd, f'{p}.lkb_reparam', padding=k // 2, groups=c)
     k = sd[f'{p}.lkb_origin.weight'].shape[-1]
-    out = _conv(t, sd, f'{p}.lkb_origin', padding=k // 2, groups=c)
+    out = conv(t, sd, f'{p}.lkb_origin', padding=k // 2, groups=c)
     if f'{p}.small_conv.weight' in sd:
-        out = out + _conv(t, sd, f'{p}.small_conv', padding=sd[f'{p}.small_conv.weight'].shape[-1] // 2, groups=c)
+        out = out + conv(t, sd, f'{p}.small_conv', padding=sd[f'{p}.small_conv.weight'].shape[-1] // 2, groups=c)
     return out
 
 
@@ -71,36 +44,20 @@ def repconvformer_reference(sd, x):
     """The official RepConvFormer forward on ``x`` in [0, 1] (data range 1.0, img_range 1)."""
     # the official ``torch.Tensor(rgb_mean)`` (float32), cast with ``type_as(x)``
     mean = torch.tensor(MEAN, dtype=torch.float32).view(1, 3, 1, 1).to(x.dtype) if x.shape[1] == 3 else 0.0
-    layers = len({k.split('.')[1] for k in sd if k.startswith('layers.')})
-    y = fea = _conv(x - mean, sd, 'conv_first', padding=1)
-    for i in range(layers):
-        blocks = len({k.split('.')[3] for k in sd if k.startswith(f'layers.{i}.blocks.')})
-        for j in range(blocks):
+    y = fea = conv(x - mean, sd, 'conv_first', padding=1)
+    for i in range(count_blocks(sd, 'layers.')):
+        for j in range(count_blocks(sd, f'layers.{i}.blocks.')):
             p = f'layers.{i}.blocks.{j}'
-            n = _ln(y, sd, f'{p}.attn.norm')
-            a = _large_kernel(F.gelu(_conv(n, sd, f'{p}.attn.a.0')), sd, f'{p}.attn.a.2')
-            y = y + sd[f'{p}.layer_scale_1'].view(1, -1, 1, 1) * _conv(a * _conv(n, sd, f'{p}.attn.v'), sd,
-                                                                        f'{p}.attn.proj')
-            t = F.gelu(_conv(_ln(y, sd, f'{p}.mlp.norm'), sd, f'{p}.mlp.fc1'))
-            t = t + F.gelu(_conv(t, sd, f'{p}.mlp.pos', padding=1, groups=t.shape[1]))
-            y = y + sd[f'{p}.layer_scale_2'].view(1, -1, 1, 1) * _conv(t, sd, f'{p}.mlp.fc2')
-        y = _conv(y, sd, f'layers.{i}.conv') + y  # the official Layer: conv(x) + x on the blocks' output
-    y = _conv(_ln(y, sd, 'norm'), sd, 'conv_after_body', padding=1) + fea
-    up = _conv(y, sd, 'upsample.0', padding=1)
-    scale = int(round((up.shape[1] // x.shape[1]) ** 0.5))
-    return F.pixel_shuffle(up, scale) + mean
-
-
-def psnr(y, hr, border=4):
-    mse = ((y.clamp(0, 1) - hr)[..., border:-border, border:-border] ** 2).mean()
-    return (-10 * torch.log10(mse)).item()
-
-
-def lr_photos(size=48, scale=4, dtype=torch.float32):
-    """HR crops of three photographs and their antialiased bicubic LR (the NTIRE ESR degradation)."""
-    hr = torch.cat([photo(p, size * scale, size * scale, dtype=torch.float64) for p in PHOTOS])
-    lr = F.interpolate(hr, scale_factor=1 / scale, mode='bicubic', antialias=True, align_corners=False)
-    return hr.to(dtype), lr.clamp(0, 1).to(dtype)
+            n = layer_norm_2d(y, sd, f'{p}.attn.norm')
+            a = _large_kernel(F.gelu(conv(n, sd, f'{p}.attn.a.0')), sd, f'{p}.attn.a.2')
+            y = y + sd[f'{p}.layer_scale_1'].view(1, -1, 1, 1) * conv(a * conv(n, sd, f'{p}.attn.v'), sd,
+                                                                       f'{p}.attn.proj')
+            t = F.gelu(conv(layer_norm_2d(y, sd, f'{p}.mlp.norm'), sd, f'{p}.mlp.fc1'))
+            t = t + F.gelu(conv(t, sd, f'{p}.mlp.pos', padding=1, groups=t.shape[1]))
+            y = y + sd[f'{p}.layer_scale_2'].view(1, -1, 1, 1) * conv(t, sd, f'{p}.mlp.fc2')
+        y = conv(y, sd, f'layers.{i}.conv') + y  # the official Layer: conv(x) + x on the blocks' output
+    y = conv(layer_norm_2d(y, sd, 'norm'), sd, 'conv_after_body', padding=1) + fea
+    return upsample(y, sd, 'upsample.0', x.shape[1]) + mean
 
 
 # ======================================================================= layouts
@@ -109,19 +66,19 @@ def test_repconvformer_deploy_layout_is_the_official_one():
     """RepConvFormer(..., small_kernel_merged=True): 252 tensors, 306,912 parameters; the mean is not
     in the state dict."""
     model = RepConvFormer(deploy=True)
-    layout = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    layout = state_layout(model)
     assert len(layout) == 252 and n_params(model) == 306_912 and 'mean' not in layout
     p = 'layers.1.blocks.5'
     assert layout[f'{p}.attn.a.2.lkb_reparam.weight'] == (48, 1, 9, 9) and layout[f'{p}.layer_scale_1'] == (48,)
     assert layout[f'{p}.mlp.fc1.weight'] == (96, 48, 1, 1) and layout[f'{p}.mlp.pos.weight'] == (96, 1, 3, 3)
     assert layout['layers.0.conv.weight'] == (48, 48, 1, 1) and layout['norm.weight'] == (48,)
     assert layout['upsample.0.weight'] == (48, 48, 3, 3)
-    assert {k: tuple(v.shape) for k, v in rtsr_arch.reparameterize(RepConvFormer()).state_dict().items()} == layout
+    assert state_layout(rtsr_arch.reparameterize(RepConvFormer())) == layout
 
 
 def test_repconvformer_training_layout():
     """small_kernel_merged=False: every a.2 holds lkb_origin (9x9) + small_conv (7x7), 335,712 parameters."""
-    layout = {k: tuple(v.shape) for k, v in RepConvFormer().state_dict().items()}
+    layout = state_layout(RepConvFormer())
     assert layout['layers.0.blocks.0.attn.a.2.lkb_origin.weight'] == (48, 1, 9, 9)
     assert layout['layers.0.blocks.0.attn.a.2.small_conv.weight'] == (48, 1, 7, 7)
     assert not any('lkb_reparam' in k for k in layout) and n_params(RepConvFormer()) == 335_712
@@ -132,29 +89,15 @@ def test_repconvformer_training_layout():
 def test_repconvformer_official_weights_match_the_reference():
     """``team38_repconvformer.pth`` through load_model (auto-detected) reproduces the independent
     reference on photographs to float32 rounding (float64: ~1e-12) and beats bicubic."""
-    path = fixture('repconvformer.pth')
-    official = torch.load(path, map_location='cpu', weights_only=True)
-    model = rtsr_arch.load_model(path)
-    assert type(model) is RepConvFormer and n_params(model) == 306_912
-    assert model.network_opt == {'type': 'RepConvFormer', 'num_in_ch': 3, 'num_out_ch': 3, 'num_feat': 48,
-                                 'num_block': 6, 'num_layer': 2, 'upscale': 4, 'kernel_size': 9, 'small_kernel': 7,
-                                 'mlp_ratio': 2, 'deploy': True}
-    hr, lr = lr_photos()
-    with torch.no_grad():
-        diff = (model(lr) - repconvformer_reference(official, lr)).abs().max().item()
-        model64 = rtsr_arch.load_model(path, dtype=torch.float64)
-        y64 = model64(lr.double())
-        diff64 = (y64 - repconvformer_reference({k: v.double() for k, v in official.items()},
-                                                lr.double())).abs().max().item()
-    bicubic = F.interpolate(lr.double(), scale_factor=4, mode='bicubic', align_corners=False)
-    gain = psnr(y64, hr.double()) - psnr(bicubic, hr.double())
-    print(f'team38_repconvformer.pth: max |ours - reference| float32 {diff:.2e}, float64 {diff64:.2e}; '
-          f'PSNR {psnr(y64, hr.double()):.2f} dB ({gain:+.2f} dB over bicubic)')
-    assert diff <= 5e-6 and diff64 <= 1e-12 and gain > 1.0
+    check_official_weights(official_fixture('repconvformer.pth'), repconvformer_reference,
+                           load_official('repconvformer.pth'), RepConvFormer, 306_912,
+                           {'type': 'RepConvFormer', 'num_in_ch': 3, 'num_out_ch': 3, 'num_feat': 48, 'num_block': 6,
+                            'num_layer': 2, 'upscale': 4, 'kernel_size': 9, 'small_kernel': 7, 'mlp_ratio': 2,
+                            'deploy': True}, tol32=5e-6)
 
 
 def test_repconvformer_official_file_is_detected_only_as_repconvformer():
-    assert [m.arch for m, _ in find_importers(read_checkpoint(fixture('repconvformer.pth'))[0])] == ['RepConvFormer']
+    assert [m.arch for m, _ in find_importers(read_checkpoint(official_fixture('repconvformer.pth'))[0])] == ['RepConvFormer']
 
 
 # ======================================================================= training form, mean, residuals
@@ -168,15 +111,8 @@ def test_repconvformer_training_form_matches_the_reference_and_merges_exactly(kw
     through the reference deploy forward gives the same output on every pixel."""
     model = randomize(RepConvFormer(**kwargs), seed=4, std=1.0, fan_in=True).double().eval()
     c = model.conv_first.in_channels
-    for h, w in ((1, 1), (6, 9)):
-        x = photo('astronaut', h, w, dtype=torch.float64, batch=2)[:, :c]
-        with torch.no_grad():
-            y = model(x)
-            scale = max(1.0, y.abs().max().item())
-            assert (y - repconvformer_reference(model.state_dict(), x)).abs().max() <= 1e-12 * scale
-            fused = rtsr_arch.reparameterize(copy.deepcopy(model)).state_dict()
-            assert not any('small_conv' in k or 'lkb_origin' in k for k in fused)
-            assert (repconvformer_reference(fused, x) - y).abs().max() <= 1e-10 * scale
+    inputs = [photo('astronaut', h, w, dtype=torch.float64, batch=2)[:, :c] for h, w in ((1, 1), (6, 9))]
+    check_reference_and_fusion(model, repconvformer_reference, inputs, gone=('small_conv', 'lkb_origin'))
 
 
 def test_repconvformer_mean_is_a_buffer_added_back_at_the_output():
@@ -241,7 +177,7 @@ def test_repconvformer_importer_refuses_layers_of_different_depths():
 def test_repconvformer_recipe():
     """Report §4.29: DIV2K + Flickr2K bicubic x4, 64x64 LR patches, batch 16, Adam (0.9, 0.99), lr 2e-4,
     L1; the training form (9x9 + 7x7) validated merged."""
-    opt = load_options(ROOT / 'options/train/RepConvFormer/train_RepConvFormer_x4_L1.yml')
+    opt = load_recipe('RepConvFormer', 'train_RepConvFormer_x4_L1')
     train, data = opt['train'], opt['datasets']['train']
     assert [loss['type'] for loss in train['losses']] == ['L1Loss']
     assert train['optim_g']['type'] == 'Adam' and train['optim_g']['betas'] == [0.9, 0.99]
@@ -249,6 +185,4 @@ def test_repconvformer_recipe():
     assert data['gt_size'] == 256 and data['batch_size_per_gpu'] * opt['num_gpu'] == 16
     assert data['type'] == 'PairedImageDataset' and 'DF2K' in data['dataroot_gt']
     assert opt['val']['deploy'] is True
-    net = build_network(opt['network_g'])
-    assert type(net) is RepConvFormer and n_params(net) == 335_712
-    assert n_params(rtsr_arch.reparameterize(net)) == 306_912
+    check_recipe_network(opt['network_g'], RepConvFormer, 335_712, 306_912)

@@ -9,9 +9,6 @@ precision, the importer and the recipe. Fusion, keyword errors and the generic c
 test_contract.py; the NTIRE 2023 ESR counts in test_ntire23_counts.py.
 """
 import copy
-import math
-import os
-from pathlib import Path
 
 import pytest
 import torch
@@ -19,18 +16,16 @@ from torch import nn
 from torch.nn import functional as F
 
 import rtsr_arch
-from helpers import ROOT, photo, randomize
+from helpers import check_half_precision, check_official_weights, check_recipe_network, check_reference_and_fusion, \
+    conv_shapes, esa_light_shapes, load_official, load_recipe, lr_photos, n_params, official_fixture, photo, randomize, state_layout
+from reference import conv, count_blocks, esa_light, pad_with, upsample
 from rtsr_arch.archs.official import find_importers
 from rtsr_arch.archs.reprfn_arch import RepRFB, RepRFN, import_official_reprfn
 from rtsr_arch.loader import read_checkpoint
 from rtsr_arch.utils.efficiency import count_ntire_esr
-from rtsr_arch.utils.options import build_network, load_options
 
 pytestmark = pytest.mark.usefixtures('torch_single_thread')
 
-FIXTURES_DIR = Path(os.environ.get('RTSR_OFFICIAL_FIXTURES') or Path(__file__).resolve().parents[3] /
-                    'shared/fixtures/official')
-PHOTOS = ('astronaut', 'coffee', 'chelsea')
 SLOPE = 0.05  # the official ``activation('lrelu')``: nn.LeakyReLU(0.05)
 # ECB's fixed edge filters (official ``SeqConv3x3`` masks; ECBSR, Zhang et al., ACM MM 2021)
 EDGE_MASKS = {'sbx': [[1., 0., -1.], [2., 0., -2.], [1., 0., -1.]],
@@ -38,34 +33,14 @@ EDGE_MASKS = {'sbx': [[1., 0., -1.], [2., 0., -2.], [1., 0., -1.]],
               'lpl': [[0., 1., 0.], [1., -4., 1.], [0., 1., 0.]]}
 
 
-def n_params(model):
-    return sum(p.numel() for p in model.parameters())
-
-
-def fixture(name):
-    path = FIXTURES_DIR / name
-    if not path.is_file():
-        pytest.skip(f'official fixture {path} not found (set RTSR_OFFICIAL_FIXTURES)')
-    return path
-
-
 # ======================================================================= independent reference
-# team07_RepRFN.py, written on the official keys with torch.nn.functional only.
-
-def _conv(t, sd, name, padding=0, stride=1):
-    return F.conv2d(t, sd[f'{name}.weight'], sd.get(f'{name}.bias'), stride=stride, padding=padding)
-
+# team07_RepRFN.py, written on the official keys with torch.nn.functional only; the attention is
+# RLFN's light ESA (official ``ESA(16, feature_nums, nn.Conv2d)``; reference.esa_light).
 
 def _edge_branch(t, sd, name, edge):
     """Official ``SeqConv3x3``: y0 = 1x1 conv (k0, b0); y0 padded by one pixel whose value is b0
     (explicit assignment of the four borders); depthwise 3x3 with ``scale * mask`` and ``bias``."""
-    y0 = F.conv2d(t, sd[f'{name}.k0'], sd[f'{name}.b0'])
-    y0 = F.pad(y0, (1, 1, 1, 1))
-    b0 = sd[f'{name}.b0'].view(1, -1, 1, 1)
-    y0[:, :, 0:1, :] = b0
-    y0[:, :, -1:, :] = b0
-    y0[:, :, :, 0:1] = b0
-    y0[:, :, :, -1:] = b0
+    y0 = pad_with(F.conv2d(t, sd[f'{name}.k0'], sd[f'{name}.b0']), sd[f'{name}.b0'])
     channels = y0.shape[1]
     mask = torch.tensor(EDGE_MASKS[edge], dtype=t.dtype).expand(channels, 1, 3, 3)
     return F.conv2d(y0, sd[f'{name}.scale'] * mask, sd[f'{name}.bias'], groups=channels)
@@ -75,72 +50,38 @@ def _repblock(t, sd, name):
     """Deploy: ``rbr_reparam`` (3x3, padding 1). Training: the sum of the official branches, + t.
     Then LeakyReLU(0.05)."""
     if f'{name}.rbr_reparam.weight' in sd:
-        y = _conv(t, sd, f'{name}.rbr_reparam', padding=1)
+        y = conv(t, sd, f'{name}.rbr_reparam', padding=1)
     else:
-        y = (_conv(t, sd, f'{name}.rbr_3x3_branch', padding=1) + _conv(t, sd, f'{name}.rbr_3x1_branch', padding=(1, 0))
-             + _conv(t, sd, f'{name}.rbr_1x3_branch', padding=(0, 1)) + _conv(t, sd, f'{name}.rbr_1x1_branch')
-             + _conv(_conv(t, sd, f'{name}.rbr_1x1_3x3_branch_1x1'), sd, f'{name}.rbr_1x1_3x3_branch_3x3', padding=1)
+        y = (conv(t, sd, f'{name}.rbr_3x3_branch', padding=1) + conv(t, sd, f'{name}.rbr_3x1_branch', padding=(1, 0))
+             + conv(t, sd, f'{name}.rbr_1x3_branch', padding=(0, 1)) + conv(t, sd, f'{name}.rbr_1x1_branch')
+             + conv(conv(t, sd, f'{name}.rbr_1x1_3x3_branch_1x1'), sd, f'{name}.rbr_1x1_3x3_branch_3x3', padding=1)
              + t)
         for edge in EDGE_MASKS:
             y = y + _edge_branch(t, sd, f'{name}.rbr_conv1x1_{edge}_branch', edge)
     return F.leaky_relu(y, SLOPE)
 
 
-def _esa(x, sd, name):
-    """RLFN's light ESA (official ``ESA(16, feature_nums, nn.Conv2d)``)."""
-    c1_ = _conv(x, sd, f'{name}.conv1')
-    c1 = _conv(c1_, sd, f'{name}.conv2', stride=2)
-    v_max = F.max_pool2d(c1, kernel_size=7, stride=3)
-    c3 = F.interpolate(_conv(v_max, sd, f'{name}.conv3', padding=1), (x.shape[2], x.shape[3]), mode='bilinear',
-                       align_corners=False)
-    return x * torch.sigmoid(_conv(c3 + _conv(c1_, sd, f'{name}.conv_f'), sd, f'{name}.conv4'))
-
-
 def reprfn_reference(sd, x):
     """The official RepRFN forward on RGB ``x`` in [0, 1] (data range 1.0), either form, any block count."""
-    out_ch = x.shape[1]
-    scale = math.isqrt(sd['upsampler.conv.weight'].shape[0] // out_ch)
-    blocks = len({k.split('.')[0] for k in sd if k.startswith('reprfb')})
-    fea = _conv(x, sd, 'fea_conv', padding=1)
+    fea = conv(x, sd, 'fea_conv', padding=1)
     out = fea
-    for i in range(1, blocks + 1):
+    for i in range(1, count_blocks(sd, 'reprfb') + 1):
         t = out
         for j in (1, 2, 3):
             t = _repblock(t, sd, f'reprfb{i}.repblock{j}')
-        t = F.leaky_relu(_conv(t, sd, f'reprfb{i}.conv3', padding=1), SLOPE)
-        out = _esa(out + t, sd, f'reprfb{i}.esa')
-    out = _conv(out, sd, 'lr_conv', padding=1) + fea
-    return F.pixel_shuffle(_conv(out, sd, 'upsampler.conv', padding=1), scale)
-
-
-def psnr(y, hr, border=4):
-    mse = ((y.clamp(0, 1) - hr)[..., border:-border, border:-border] ** 2).mean()
-    return (-10 * torch.log10(mse)).item()
-
-
-def lr_photos(size=48, scale=4, dtype=torch.float32):
-    """HR crops of three photographs and their antialiased bicubic LR (the NTIRE ESR degradation)."""
-    hr = torch.cat([photo(p, size * scale, size * scale, dtype=torch.float64) for p in PHOTOS])
-    lr = F.interpolate(hr, scale_factor=1 / scale, mode='bicubic', antialias=True, align_corners=False)
-    return hr.to(dtype), lr.clamp(0, 1).to(dtype)
+        t = F.leaky_relu(conv(t, sd, f'reprfb{i}.conv3', padding=1), SLOPE)
+        out = esa_light(out + t, sd, f'reprfb{i}.esa')
+    return upsample(conv(out, sd, 'lr_conv', padding=1) + fea, sd, 'upsampler.conv', x.shape[1])
 
 
 # ======================================================================= layouts
 
-def _layout(model):
-    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
-
-
 def _official_deploy_layout(c=48, blocks=4, esa=16, out=48):
-    keys = {}
-    for name, shape in (('fea_conv', (c, 3, 3, 3)), ('lr_conv', (c, c, 3, 3)), ('upsampler.conv', (out, c, 3, 3))):
-        keys.update({f'{name}.weight': shape, f'{name}.bias': (shape[0],)})
+    keys = conv_shapes([('fea_conv', (c, 3, 3, 3)), ('lr_conv', (c, c, 3, 3)), ('upsampler.conv', (out, c, 3, 3))])
     for i in range(1, blocks + 1):
-        convs = [(f'repblock{j}.rbr_reparam', (c, c, 3, 3)) for j in (1, 2, 3)] + [
-            ('conv3', (c, c, 3, 3)), ('esa.conv1', (esa, c, 1, 1)), ('esa.conv_f', (esa, esa, 1, 1)),
-            ('esa.conv2', (esa, esa, 3, 3)), ('esa.conv3', (esa, esa, 3, 3)), ('esa.conv4', (c, esa, 1, 1))]
-        for conv, shape in convs:
-            keys.update({f'reprfb{i}.{conv}.weight': shape, f'reprfb{i}.{conv}.bias': (shape[0],)})
+        keys.update(conv_shapes([(f'repblock{j}.rbr_reparam', (c, c, 3, 3)) for j in (1, 2, 3)] +
+                                [('conv3', (c, c, 3, 3))], f'reprfb{i}.'))
+        keys.update(conv_shapes(esa_light_shapes(c, esa), f'reprfb{i}.esa.'))
     return keys
 
 
@@ -149,8 +90,8 @@ def test_reprfn_deploy_layout_is_the_official_one():
     reparameterized from the training form."""
     expected = _official_deploy_layout()
     assert len(expected) == 78
-    assert _layout(RepRFN(deploy=True)) == expected
-    assert _layout(rtsr_arch.reparameterize(RepRFN())) == expected
+    assert state_layout(RepRFN(deploy=True)) == expected
+    assert state_layout(rtsr_arch.reparameterize(RepRFN())) == expected
     assert n_params(RepRFN(deploy=True)) == 401_504
 
 
@@ -160,7 +101,7 @@ def test_reprfn_training_layout_and_counts():
     counted); the official module registers them as ``nn.Parameter(requires_grad=False)``, which the
     counter counts: 1,237,856 + 12 RepBlocks x 3 masks x 48 x 9 = 1,253,408 (official training form)."""
     model = RepRFN()
-    layout = _layout(model)
+    layout = state_layout(model)
     p = 'reprfb1.repblock1'
     assert layout[f'{p}.rbr_3x3_branch.weight'] == (48, 48, 3, 3) and f'{p}.rbr_3x3_branch.bias' in layout
     assert layout[f'{p}.rbr_3x1_branch.weight'] == (48, 48, 3, 1)
@@ -193,45 +134,20 @@ def test_reprfn_official_weights_match_the_reference():
     """``team07_reprfn.pth`` through load_model (auto-detected, no architecture given) reproduces
     the independent reference on photographs to float32 rounding (float64: ~1e-13) and beats
     bicubic by a wide margin."""
-    path = fixture('reprfn.pth')
-    official = torch.load(path, map_location='cpu', weights_only=True)
-    model = rtsr_arch.load_model(path)
-    assert type(model) is RepRFN and n_params(model) == 401_504
-    assert model.network_opt == {'type': 'RepRFN', 'num_in_ch': 3, 'num_out_ch': 3, 'num_feat': 48, 'num_block': 4,
-                                 'upscale': 4, 'act_type': 'lrelu', 'esa_channels': 16, 'expand': 2, 'deploy': True}
-    hr, lr = lr_photos()
-    with torch.no_grad():
-        y = model(lr)
-        diff = (y - reprfn_reference(official, lr)).abs().max().item()
-    model64 = rtsr_arch.load_model(path, dtype=torch.float64)
-    with torch.no_grad():
-        y64 = model64(lr.double())
-        diff64 = (y64 - reprfn_reference({k: v.double() for k, v in official.items()}, lr.double())).abs().max().item()
-    bicubic = F.interpolate(lr.double(), scale_factor=4, mode='bicubic', align_corners=False)
-    gain = psnr(y64, hr.double()) - psnr(bicubic, hr.double())
-    print(f'team07_reprfn.pth: max |ours - reference| float32 {diff:.2e}, float64 {diff64:.2e}; '
-          f'PSNR {psnr(y64, hr.double()):.2f} dB ({gain:+.2f} dB over bicubic)')
-    assert y.shape == (3, 3, 192, 192)
-    assert diff <= 2e-6 and diff64 <= 1e-12
-    assert gain > 1.0
+    check_official_weights(official_fixture('reprfn.pth'), reprfn_reference, load_official('reprfn.pth'), RepRFN,
+                           401_504, {'type': 'RepRFN', 'num_in_ch': 3, 'num_out_ch': 3, 'num_feat': 48, 'num_block': 4,
+                                     'upscale': 4, 'act_type': 'lrelu', 'esa_channels': 16, 'expand': 2, 'deploy': True})
 
 
 @pytest.mark.parametrize('dtype, tol', [(torch.float16, 1e-2), (torch.bfloat16, 5e-2)])
 def test_reprfn_official_weights_in_half_precision(dtype, tol):
-    """fp16_safe: the [0, 1] features stay far below float16's range (measured: 2.2e-3 in float16,
-    2.2e-2 in bfloat16)."""
-    path = fixture('reprfn.pth')
-    _, lr = lr_photos(size=32)
-    with torch.no_grad():
-        y32 = rtsr_arch.load_model(path)(lr)
-        y16 = rtsr_arch.load_model(path, dtype=dtype)(lr.to(dtype)).float()
-    diff = (y16 - y32).abs().max().item()
-    print(f'team07_reprfn.pth {dtype}: max |diff| vs float32 {diff:.2e}')
-    assert torch.isfinite(y16).all() and diff <= tol
+    """fp16_safe: the [0, 1] features stay far below float16's range (measured on two 32x48 crops:
+    2.6e-3 in float16, 2.2e-2 in bfloat16)."""
+    check_half_precision(official_fixture('reprfn.pth'), lr_photos()[1], dtype, tol)
 
 
 def test_reprfn_official_file_is_detected_as_reprfn_only():
-    assert [m.arch for m, _ in find_importers(read_checkpoint(fixture('reprfn.pth'))[0])] == ['RepRFN']
+    assert [m.arch for m, _ in find_importers(read_checkpoint(official_fixture('reprfn.pth'))[0])] == ['RepRFN']
 
 
 # ======================================================================= training form
@@ -244,15 +160,8 @@ def test_reprfn_training_form_matches_the_official_formula_and_fuses_to_the_offi
     dict, through the deploy reference, gives the same output on every pixel (15x15: the smallest
     valid input). Tolerances relative to the output scale (the randomized 9-branch blocks amplify)."""
     model = randomize(RepRFN(**kwargs), seed=7, std=1.0, fan_in=True).double().eval()
-    for h, w in ((15, 15), (17, 22)):
-        x = photo('chelsea', h, w, dtype=torch.float64, batch=2)
-        with torch.no_grad():
-            y = model(x)
-            scale = max(1.0, y.abs().max().item())
-            assert (y - reprfn_reference(model.state_dict(), x)).abs().max() <= 1e-12 * scale
-            fused = rtsr_arch.reparameterize(copy.deepcopy(model)).state_dict()
-            assert not any('branch' in k for k in fused)
-            assert (reprfn_reference(fused, x) - y).abs().max() <= 1e-10 * scale
+    inputs = [photo('chelsea', h, w, dtype=torch.float64, batch=2) for h, w in ((15, 15), (17, 22))]
+    check_reference_and_fusion(model, reprfn_reference, inputs, gone=('branch',))
 
 
 def test_reprfn_paper_configuration_fuses_exactly_relative_to_its_scale():
@@ -324,7 +233,7 @@ def test_reprfn_recipe_follows_the_report():
     """NTIRE 2023 ESR report §4.16: DIV2K + Flickr2K bicubic x4, HR 192, batch 64, Adam (0.9, 0.999,
     1e-8), lr 5e-4 halved every 100 epochs over 1001 epochs (53 iterations an epoch), 0.9 Charbonnier
     (eps^2 = 1e-6) + 0.1 L1 of the FFTs."""
-    opt = load_options(ROOT / 'options/train/RepRFN/train_RepRFN_x4_scratch_Charbonnier_FFT.yml')
+    opt = load_recipe('RepRFN', 'train_RepRFN_x4_scratch_Charbonnier_FFT')
     train = opt['datasets']['train']
     assert train['type'] == 'PairedImageDataset' and 'DF2K' in train['dataroot_gt'] and 'X4' in train['dataroot_lq']
     assert train['gt_size'] == 192 and train['batch_size_per_gpu'] * max(1, opt['num_gpu']) == 64
@@ -337,6 +246,6 @@ def test_reprfn_recipe_follows_the_report():
     losses = {entry['type']: entry for entry in opt['train']['losses']}
     assert losses['CharbonnierLoss']['loss_weight'] == 0.9 and losses['CharbonnierLoss']['eps'] == 1e-6
     assert losses['FFTLoss']['loss_weight'] == 0.1
-    model = build_network(opt['network_g'])
-    assert type(model) is RepRFN and not model.deploy
+    model = check_recipe_network(opt['network_g'], RepRFN, params=1_237_856)
+    assert not model.deploy
     assert n_params(rtsr_arch.reparameterize(model)) == 401_504

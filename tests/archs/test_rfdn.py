@@ -1,23 +1,21 @@
 """RFDN specifics (Liu, Tang, Wu, ECCV Workshops 2020; the NTIRE 2023 Efficient SR baseline,
 official code and weights ofsoundof/NTIRE2023_ESR ``models/team00_RFDN.py``,
-``model_zoo/team00_rfdn.pth``): the official state-dict layout; an independent functional forward
-written on the official keys, computing on [0, 255] images as the official ``test_demo.py`` does
-(data_range 255), against which the official checkpoint, loaded by ``rtsr_arch.load_model`` with
-auto-detection, is compared on real photographs; RFDN's ESA (conv_max / conv3_, one ReLU module
-called twice); the legacy torch file format; what the importer infers. Fusion, keyword errors,
-parameter counts, fp16, padding and ONNX export are checked for every architecture by
-test_contract.py; the NTIRE counters by test_ntire23_counts.py."""
-import math
-import os
+``model_zoo/team00_rfdn.pth``): the official state-dict layout; the independent functional forward
+written on the official keys (``reference.rfdn_forward``, from the published description: RFDN
+paper Fig. 2-3, NTIRE 2023 ESR report §2.2), computing on [0, 255] images as the official
+``test_demo.py`` does (data_range 255), against which the official checkpoint, loaded by
+``rtsr_arch.load_model`` with auto-detection, is compared on real photographs; RFDN's ESA (conv_max
+/ conv3_, one ReLU module called twice); the legacy torch file format; what the importer infers.
+Fusion, keyword errors, parameter counts, fp16, padding and ONNX export are checked for every
+architecture by test_contract.py; the NTIRE counters by test_ntire23_counts.py."""
 import zipfile
-from pathlib import Path
 
 import pytest
 import torch
-from torch.nn import functional as F
 
 import rtsr_arch  # noqa: F401  (first: its compatibility shims let basicsr import)
-from helpers import photo, randomize
+from helpers import check_official_weights, official_fixture, photo, photos, randomize, state_layout
+from reference import rfdn_forward
 from rtsr_arch.archs.layers import ESA
 from rtsr_arch.archs.official import find_importers
 from rtsr_arch.archs.rfdn_arch import RFDN, import_official_rfdn
@@ -27,69 +25,10 @@ from rtsr_arch.utils.checkpoint import load_checkpoint
 
 pytestmark = pytest.mark.usefixtures('torch_single_thread')
 
-FIXTURES_DIR = Path(os.environ.get('RTSR_OFFICIAL_FIXTURES') or Path(__file__).resolve().parents[3] /
-                    'shared/fixtures/official')
-PHOTOS = ('astronaut', 'coffee', 'chelsea')
 
-
-def fixture(name):
-    path = FIXTURES_DIR / name
-    if not path.is_file():
-        pytest.skip(f'official fixture {path} not found (set RTSR_OFFICIAL_FIXTURES)')
-    return path
-
-
-# ----------------------------------------------------------------------------- reference forward
-# Written from the published description (RFDN paper Fig. 2-3, NTIRE 2023 ESR report §2.2) on the
-# official keys, with torch.nn.functional only; input and output in [0, 255].
-
-def _conv(x, sd, name, stride=1, padding=None):
-    weight = sd[f'{name}.weight']
-    return F.conv2d(x, weight, sd[f'{name}.bias'], stride=stride,
-                    padding=weight.shape[-1] // 2 if padding is None else padding)
-
-
-def _lrelu(x):
-    return F.leaky_relu(x, 0.05)
-
-
-def esa_rfdn_reference(x, sd, p):
-    """RFDN's ESA: conv1 -> conv2 (s2, p0) -> maxpool 7/3 -> relu(conv_max) -> relu(conv3) -> conv3_
-    -> bilinear to x's size -> + conv_f(conv1 output) -> conv4 -> sigmoid -> x * m."""
-    c1 = _conv(x, sd, f'{p}.conv1')
-    v = F.max_pool2d(_conv(c1, sd, f'{p}.conv2', stride=2, padding=0), kernel_size=7, stride=3)
-    v = F.relu(_conv(v, sd, f'{p}.conv_max'))
-    v = F.relu(_conv(v, sd, f'{p}.conv3'))
-    v = _conv(v, sd, f'{p}.conv3_')
-    v = F.interpolate(v, size=(x.shape[2], x.shape[3]), mode='bilinear', align_corners=False)
-    return x * torch.sigmoid(_conv(v + _conv(c1, sd, f'{p}.conv_f'), sd, f'{p}.conv4'))
-
-
-def rfdb_reference(x, sd, p):
-    distilled, r = [], x
-    for i in (1, 2, 3):
-        distilled.append(_lrelu(_conv(r, sd, f'{p}.c{i}_d')))
-        r = _lrelu(_conv(r, sd, f'{p}.c{i}_r') + r)
-    distilled.append(_lrelu(_conv(r, sd, f'{p}.c4')))
-    return esa_rfdn_reference(_conv(torch.cat(distilled, 1), sd, f'{p}.c5'), sd, f'{p}.esa')
-
-
-@torch.no_grad()
-def rfdn_reference(sd, x255):
-    """Official RFDN forward on an image in [0, 255]; returns the [0, 255] output."""
-    blocks = sorted({int(k.split('.')[0][1:]) for k in sd if k[0] == 'B'})
-    fea = _conv(x255, sd, 'fea_conv')
-    outs, out = [], fea
-    for i in blocks:
-        out = rfdb_reference(out, sd, f'B{i}')
-        outs.append(out)
-    out = _conv(_lrelu(_conv(torch.cat(outs, 1), sd, 'c.0')), sd, 'LR_conv') + fea
-    scale = math.isqrt(sd['upsampler.0.weight'].shape[0] // x255.shape[1])
-    return F.pixel_shuffle(_conv(out, sd, 'upsampler.0'), scale)
-
-
-def photos(h, w, dtype=torch.float32):
-    return torch.cat([photo(name, h, w, dtype=dtype) for name in PHOTOS])
+def rfdn_reference(sd, x):
+    """The official forward on ``x`` in [0, 1]: computed on 255 x, divided by 255."""
+    return rfdn_forward(sd, 255 * x) / 255
 
 
 # ----------------------------------------------------------------------------- layout
@@ -110,7 +49,7 @@ def test_rfdn_state_dict_layout_is_official():
                          f'B{i}.esa.conv4.weight': (50, 12, 1, 1)})
         expected.update({f'B{i}.esa.{n}.weight': (12, 12, 3, 3) for n in ('conv_max', 'conv2', 'conv3', 'conv3_')})
     expected.update({k.replace('.weight', '.bias'): (v[0],) for k, v in list(expected.items())})
-    assert {k: tuple(v.shape) for k, v in sd.items()} == expected
+    assert state_layout(sd) == expected
     assert len(sd) == 128 and sum(v.numel() for v in sd.values()) == 433_448
     esa = RFDN().B1.esa
     assert sum(p.numel() for p in esa.parameters()) == 6_650
@@ -138,44 +77,25 @@ def test_rfdn_equals_reference_forward_random_weights():
     for h, w in ((15, 15), (23, 37)):
         x = photos(h, w, torch.float64)
         with torch.no_grad():
-            err = (model(x) - rfdn_reference(sd, 255 * x) / 255).abs().max().item()
+            err = (model(x) - rfdn_reference(sd, x)).abs().max().item()
         assert err <= 1e-12, (h, w, err)
 
 
 def test_rfdn_official_checkpoint_reproduces_the_reference():
     """``team00_rfdn.pth`` through ``load_model`` (auto-detected, no arch given) equals the
-    reference forward on three photographs: float32 to rounding, float64 to ~1e-12."""
-    path = fixture('rfdn.pth')
+    reference forward on two photographs (LR of the NTIRE degradation, 32x48): float32 to rounding,
+    float64 to ~1e-12; and the output is a super-resolved image, far closer to the photo than
+    bicubic upscaling."""
+    path = official_fixture('rfdn.pth')
     assert resolve_checkpoint(path).how == 'official RFDN checkpoint'
-    model = load_model(path)
-    assert isinstance(model, RFDN) and model.upscale == 4
-    sd = load_checkpoint(path)
-    x = photos(48, 64)
-    with torch.no_grad():
-        y = model(x)
-    err32 = (y - rfdn_reference(sd, 255 * x) / 255).abs().max().item()
-    model64 = load_model(path, dtype=torch.float64)
-    with torch.no_grad():
-        y64 = model64(x.double())
-    err64 = (y64 - rfdn_reference({k: v.double() for k, v in sd.items()}, 255 * x.double()) / 255).abs().max().item()
-    print(f'RFDN official vs reference: float32 max |diff| {err32:.3g}, float64 {err64:.3g}')
-    assert err32 <= 1e-5 and err64 <= 1e-12
-    # the output is a super-resolved image: far closer to the photo than bicubic upscaling
-    hr = photos(192, 256)
-    lr = F.interpolate(hr, scale_factor=0.25, mode='bicubic', antialias=True, align_corners=False)
-    with torch.no_grad():
-        sr = model(lr).clamp(0, 1)
-    bicubic = F.interpolate(lr, scale_factor=4, mode='bicubic', align_corners=False).clamp(0, 1)
-
-    def psnr(a):
-        return -10 * math.log10(((a - hr)[..., 4:-4, 4:-4] ** 2).mean().item())
-    assert psnr(sr) > psnr(bicubic) + 2, (psnr(sr), psnr(bicubic))
+    model = check_official_weights(path, rfdn_reference, load_checkpoint(path), RFDN, tol32=1e-5, min_gain=2)
+    assert model.upscale == 4
 
 
 def test_rfdn_checkpoint_is_a_legacy_torch_file_read_with_weights_only():
     """``team00_rfdn.pth`` is the pre-1.6 (non-zip) torch format; ``load_checkpoint`` reads it with
     ``weights_only=True`` (its default)."""
-    path = fixture('rfdn.pth')
+    path = official_fixture('rfdn.pth')
     assert not zipfile.is_zipfile(path)
     sd = load_checkpoint(path)  # weights_only=True
     assert len(sd) == 128 and sum(v.numel() for v in sd.values()) == 433_448
@@ -231,7 +151,7 @@ def test_rfdn_minimum_input_and_size_dependent_attention():
 def test_rfdn_official_checkpoint_exports_to_onnx(tmp_path):
     """Dynamic sizes through ESA's max pool and bilinear resize: onnxruntime reproduces PyTorch
     within the generic 1e-4 of the output on the official weights."""
-    model = load_model(fixture('rfdn.pth'))
+    model = load_model(official_fixture('rfdn.pth'))
     report = export_onnx(model, tmp_path / 'rfdn.onnx')
     print(f'RFDN ONNX vs PyTorch: max |diff| {report.max_abs_diff:.3g}')
     assert report.max_abs_diff <= 1e-4 * max(c.peak for c in report.checks)

@@ -1,23 +1,21 @@
 """RLFN specifics (Kong et al., CVPR Workshops 2022, team ByteESR of NTIRE 2022 ESR; official code
 and weights bytedance/RLFN ``model/{block,rlfn,rlfn_s,rlfn_ntire}.py``, ``model_zoo/*.pth``): the
-official state-dict layout of the three published forms; an independent functional forward written
-on the official keys, computing on [0, 255] images as the official ``test_demo.py`` does, against
-which each official checkpoint, loaded by ``rtsr_arch.load_model`` with auto-detection, is compared
-on real photographs; the light ESA (16 channels, no ReLU); how the importer tells the forms apart
-and what it does not claim (DIPNet's bias-free trunk, DLFAN's ``dbb_reparam`` keys). Fusion,
-keyword errors, parameter counts, fp16, padding and ONNX export are checked for every architecture
-by test_contract.py; the NTIRE counters by test_ntire23_counts.py."""
-import math
-import os
-from pathlib import Path
-
+official state-dict layout of the three published forms; the independent functional forward
+written on the official keys (``reference.rlfn_forward``, from the published description: RLFN
+paper Fig. 2, ARCHITECTURES C.2 / A.10b), computing on [0, 255] images as the official
+``test_demo.py`` does, against which each official checkpoint, loaded by ``rtsr_arch.load_model``
+with auto-detection, is compared on real photographs; the light ESA (16 channels, no ReLU); how the
+importer tells the forms apart and what it does not claim (DIPNet's bias-free trunk, DLFAN's
+``dbb_reparam`` keys). Fusion, keyword errors, parameter counts, fp16, padding and ONNX export are
+checked for every architecture by test_contract.py; the NTIRE counters by test_ntire23_counts.py."""
 import pytest
 import torch
-from torch.nn import functional as F
 
 import rtsr_arch  # noqa: F401  (first: its compatibility shims let basicsr import)
 from checks import build
-from helpers import photo, randomize
+from helpers import check_official_weights, conv_shapes, esa_light_shapes, official_fixture, photo, photos, randomize, \
+    state_layout
+from reference import rlfn_forward
 from rtsr_arch.archs.official import find_importers
 from rtsr_arch.archs.rlfn_arch import RLFN, RLFN_VARIANTS, import_official_rlfn
 from rtsr_arch.loader import load_model, resolve_checkpoint
@@ -26,9 +24,6 @@ from rtsr_arch.utils.checkpoint import load_checkpoint
 
 pytestmark = pytest.mark.usefixtures('torch_single_thread')
 
-FIXTURES_DIR = Path(os.environ.get('RTSR_OFFICIAL_FIXTURES') or Path(__file__).resolve().parents[3] /
-                    'shared/fixtures/official')
-PHOTOS = ('astronaut', 'coffee', 'chelsea')
 # official file -> (form, C, mid, blocks, parameters)
 OFFICIAL = {
     'rlfn_ntire_x4.pth': ('RLFN_Prune', 46, 48, 4, 317_218),
@@ -37,70 +32,19 @@ OFFICIAL = {
 }
 
 
-def fixture(name):
-    path = FIXTURES_DIR / name
-    if not path.is_file():
-        pytest.skip(f'official fixture {path} not found (set RTSR_OFFICIAL_FIXTURES)')
-    return path
-
-
-# ----------------------------------------------------------------------------- reference forward
-# Written from the published description (RLFN paper Fig. 2, ARCHITECTURES C.2 / A.10b) on the
-# official keys, with torch.nn.functional only; input and output in [0, 255].
-
-def _conv(x, sd, name, stride=1, padding=None):
-    weight = sd[f'{name}.weight']
-    return F.conv2d(x, weight, sd[f'{name}.bias'], stride=stride,
-                    padding=weight.shape[-1] // 2 if padding is None else padding)
-
-
-def _lrelu(x):
-    return F.leaky_relu(x, 0.05)
-
-
-def esa_light_reference(x, sd, p):
-    """RLFN's ESA: conv1 -> conv2 (s2, p0) -> maxpool 7/3 -> conv3 -> bilinear to x's size ->
-    + conv_f(conv1 output) -> conv4 -> sigmoid -> x * m (no ReLU)."""
-    c1 = _conv(x, sd, f'{p}.conv1')
-    v = F.max_pool2d(_conv(c1, sd, f'{p}.conv2', stride=2, padding=0), kernel_size=7, stride=3)
-    v = F.interpolate(_conv(v, sd, f'{p}.conv3'), size=(x.shape[2], x.shape[3]), mode='bilinear',
-                      align_corners=False)
-    return x * torch.sigmoid(_conv(v + _conv(c1, sd, f'{p}.conv_f'), sd, f'{p}.conv4'))
-
-
-def rlfb_reference(x, sd, p):
-    r = _lrelu(_conv(_lrelu(_conv(_lrelu(_conv(x, sd, f'{p}.c1_r')), sd, f'{p}.c2_r')), sd, f'{p}.c3_r'))
-    return esa_light_reference(_conv(r + x, sd, f'{p}.c5'), sd, f'{p}.esa')
-
-
-@torch.no_grad()
-def rlfn_reference(sd, x255):
-    """Official RLFN / RLFN_S / RLFN_Prune forward on an image in [0, 255]; returns [0, 255]."""
-    blocks = sorted({int(k.split('.')[0][len('block_'):]) for k in sd if k.startswith('block_')})
-    fea = _conv(x255, sd, 'conv_1')
-    out = fea
-    for i in blocks:
-        out = rlfb_reference(out, sd, f'block_{i}')
-    scale = math.isqrt(sd['upsampler.0.weight'].shape[0] // x255.shape[1])
-    return F.pixel_shuffle(_conv(_conv(out, sd, 'conv_2') + fea, sd, 'upsampler.0'), scale)
-
-
-def photos(h, w, dtype=torch.float32):
-    return torch.cat([photo(name, h, w, dtype=dtype) for name in PHOTOS])
+def rlfn_reference(sd, x):
+    """The official forward on ``x`` in [0, 1]: computed on 255 x, divided by 255."""
+    return rlfn_forward(sd, 255 * x) / 255
 
 
 # ----------------------------------------------------------------------------- layout
 
 def expected_layout(c, mid, n, scale=4):
-    shapes = {'conv_1.weight': (c, 3, 3, 3), 'conv_2.weight': (c, c, 3, 3),
-              'upsampler.0.weight': (3 * scale ** 2, c, 3, 3)}
+    shapes = conv_shapes([('conv_1', (c, 3, 3, 3)), ('conv_2', (c, c, 3, 3)), ('upsampler.0', (3 * scale ** 2, c, 3, 3))])
     for i in range(1, n + 1):
-        shapes.update({f'block_{i}.c1_r.weight': (mid, c, 3, 3), f'block_{i}.c2_r.weight': (mid, mid, 3, 3),
-                       f'block_{i}.c3_r.weight': (c, mid, 3, 3), f'block_{i}.c5.weight': (c, c, 1, 1),
-                       f'block_{i}.esa.conv1.weight': (16, c, 1, 1), f'block_{i}.esa.conv_f.weight': (16, 16, 1, 1),
-                       f'block_{i}.esa.conv2.weight': (16, 16, 3, 3), f'block_{i}.esa.conv3.weight': (16, 16, 3, 3),
-                       f'block_{i}.esa.conv4.weight': (c, 16, 1, 1)})
-    shapes.update({k.replace('.weight', '.bias'): (v[0],) for k, v in list(shapes.items())})
+        shapes.update(conv_shapes([('c1_r', (mid, c, 3, 3)), ('c2_r', (mid, mid, 3, 3)), ('c3_r', (c, mid, 3, 3)),
+                                   ('c5', (c, c, 1, 1))] + [(f'esa.{k}', v) for k, v in esa_light_shapes(c)],
+                                  f'block_{i}.'))
     return shapes
 
 
@@ -113,7 +57,7 @@ def test_rlfn_state_dict_layout_is_official(variant):
     c, mid, n, params = form
     model = RLFN(variant=variant)
     sd = model.state_dict()
-    assert {k: tuple(v.shape) for k, v in sd.items()} == expected_layout(c, mid, n)
+    assert state_layout(sd) == expected_layout(c, mid, n)
     assert len(sd) == 3 * 2 + n * 9 * 2
     esa = lambda ch: ch * 16 + 16 + 16 * 16 + 16 + 2 * (9 * 16 * 16 + 16) + 16 * ch + ch  # noqa: E731
     rlfb = 9 * c * mid + mid + 9 * mid * mid + mid + 9 * mid * c + c + c * c + c + esa(c)
@@ -135,43 +79,22 @@ def test_rlfn_equals_reference_forward_random_weights():
         for h, w in ((15, 15), (29, 18)):
             x = photos(h, w, torch.float64)
             with torch.no_grad():
-                err = (model(x) - rlfn_reference(sd, 255 * x) / 255).abs().max().item()
+                err = (model(x) - rlfn_reference(sd, x)).abs().max().item()
             assert err <= 1e-12, (kwargs, h, w, err)
 
 
 @pytest.mark.parametrize('filename', sorted(OFFICIAL))
 def test_rlfn_official_checkpoint_reproduces_the_reference(filename):
     """Each official file through ``load_model`` (auto-detected, no arch given; the form told from
-    the shapes) equals the reference forward on three photographs: float32 to rounding, float64
-    to ~1e-12; and super-resolves (well above bicubic)."""
-    path = fixture(filename)
+    the shapes) equals the reference forward on two photographs (LR of the NTIRE degradation,
+    32x48): float32 to rounding, float64 to ~1e-12; and super-resolves (well above bicubic)."""
+    path = official_fixture(filename)
     variant, c, mid, n, params = OFFICIAL[filename]
     resolved = resolve_checkpoint(path)
     assert resolved.how == 'official RLFN checkpoint'
     assert {k: resolved.network_opt[k] for k in ('variant', 'num_feat', 'num_block', 'upscale')} == \
         dict(variant=variant, num_feat=c, num_block=n, upscale=4)
-    model = load_model(path)
-    assert isinstance(model, RLFN) and sum(p.numel() for p in model.parameters()) == params
-    sd = load_checkpoint(path)
-    x = photos(48, 64)
-    with torch.no_grad():
-        y = model(x)
-    err32 = (y - rlfn_reference(sd, 255 * x) / 255).abs().max().item()
-    model64 = load_model(path, dtype=torch.float64)
-    with torch.no_grad():
-        y64 = model64(x.double())
-    err64 = (y64 - rlfn_reference({k: v.double() for k, v in sd.items()}, 255 * x.double()) / 255).abs().max().item()
-    print(f'{variant} official vs reference: float32 max |diff| {err32:.3g}, float64 {err64:.3g}')
-    assert err32 <= 1e-5 and err64 <= 1e-12
-    hr = photos(192, 256)
-    lr = F.interpolate(hr, scale_factor=0.25, mode='bicubic', antialias=True, align_corners=False)
-    with torch.no_grad():
-        sr = model(lr).clamp(0, 1)
-    bicubic = F.interpolate(lr, scale_factor=4, mode='bicubic', align_corners=False).clamp(0, 1)
-
-    def psnr(a):
-        return -10 * math.log10(((a - hr)[..., 4:-4, 4:-4] ** 2).mean().item())
-    assert psnr(sr) > psnr(bicubic) + 2, (psnr(sr), psnr(bicubic))
+    check_official_weights(path, rlfn_reference, load_checkpoint(path), RLFN, params, tol32=1e-5, min_gain=2)
 
 
 # ----------------------------------------------------------------------------- importer
@@ -243,7 +166,7 @@ def test_rlfn_onnx_is_as_close_to_float64_as_pytorch(tmp_path):
 def test_rlfn_official_checkpoint_exports_to_onnx(tmp_path):
     """The NTIRE 2022 entry exports (dynamic sizes through the max pool and the bilinear resize)
     and onnxruntime reproduces PyTorch within the generic 1e-4 of the output."""
-    model = load_model(fixture('rlfn_ntire_x4.pth'))
+    model = load_model(official_fixture('rlfn_ntire_x4.pth'))
     report = export_onnx(model, tmp_path / 'rlfn_prune.onnx')
     print(f'RLFN_Prune ONNX vs PyTorch: max |diff| {report.max_abs_diff:.3g}')
     assert report.max_abs_diff <= 1e-4 * max(c.peak for c in report.checks)

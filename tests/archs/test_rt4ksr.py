@@ -7,15 +7,11 @@ import torch
 from torch import nn
 
 import rtsr_arch
-from helpers import photo, randomize
+from helpers import module_names, n_params, photo, randomize
 from rtsr_arch.archs.layers import GaussianBlur
 from rtsr_arch.archs.rt4ksr_arch import RT4KSR, RT4KSR_SIZES
 
 pytestmark = pytest.mark.usefixtures('torch_single_thread')
-
-
-def n_params(model):
-    return sum(p.numel() for p in model.parameters())
 
 
 def test_rt4ksr_hf_branch_adds_no_deploy_parameters():
@@ -32,12 +28,9 @@ def test_rt4ksr_state_dict_layout_is_official():
     deploy |= {f'body.{i}.{m}' for i in range(4) for m in ('norm', 'conv1.rep_conv')}
     train |= {f'tail.1.{c}' for c in rrrb_train}
 
-    def layout(model):
-        return {k.rsplit('.', 1)[0] if k != 'gamma' else k for k in model.state_dict()}
-
-    assert layout(RT4KSR()) == train
-    assert layout(RT4KSR(deploy=True)) == deploy
-    assert layout(rtsr_arch.reparameterize(RT4KSR())) == deploy
+    assert module_names(RT4KSR()) == train  # 'gamma' stays 'gamma'
+    assert module_names(RT4KSR(deploy=True)) == deploy
+    assert module_names(rtsr_arch.reparameterize(RT4KSR())) == deploy
     sd = RT4KSR().state_dict()
     assert sd['head.0.weight'].shape == (24, 12, 3, 3) and sd['upsample.0.weight'].shape == (48, 24, 3, 3)
     assert RT4KSR(upscale=3).state_dict()['upsample.0.weight'].shape == (108, 24, 3, 3)

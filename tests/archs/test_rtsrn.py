@@ -12,7 +12,8 @@ import torch
 from torch.nn import functional as F
 
 import rtsr_arch
-from helpers import photo, randomize
+from helpers import photo, randomize, state_layout
+from reference import conv, upsample
 from rtsr_arch.archs.official import find_importers
 from rtsr_arch.archs.rtsrn_arch import RTSRN, import_official_rtsrn
 from rtsr_arch.loader import resolve_checkpoint
@@ -31,11 +32,11 @@ def rtsrn_reference(sd, x, act='relu'):
     only: res = head.0(x); the body convs are the 4-D ``body.<i>.weight`` in index order, each but
     the last followed by the activation (ReLU, or a PReLU whose slopes are ``body.<i+1>.weight``);
     out = PixelShuffle(s)(upsample.0(res + body(res))), s from upsample.0's output channels."""
-    res = F.conv2d(x, sd['head.0.weight'], sd['head.0.bias'], padding=1)
+    res = conv(x, sd, 'head.0', padding=1)
     convs = sorted(int(k.split('.')[1]) for k in sd if k.startswith('body.') and sd[k].dim() == 4)
     y = res
     for n, i in enumerate(convs):
-        y = F.conv2d(y, sd[f'body.{i}.weight'], sd[f'body.{i}.bias'], padding=1)
+        y = conv(y, sd, f'body.{i}', padding=1)
         if n < len(convs) - 1:
             if act == 'relu':
                 y = F.relu(y)
@@ -43,9 +44,7 @@ def rtsrn_reference(sd, x, act='relu'):
                 y = F.prelu(y, sd[f'body.{i + 1}.weight'])
             elif act != 'linear':
                 raise ValueError(act)
-    out = F.conv2d(res + y, sd['upsample.0.weight'], sd['upsample.0.bias'], padding=1)
-    scale = math.isqrt(sd['upsample.0.weight'].shape[0] // x.shape[1])
-    return F.pixel_shuffle(out, scale)
+    return upsample(res + y, sd, 'upsample.0', x.shape[1])
 
 
 def random_official_state_dict(upscale=2, seed=0, num_feat=64, num_block=5):
@@ -68,7 +67,7 @@ def random_official_state_dict(upscale=2, seed=0, num_feat=64, num_block=5):
 # ----------------------------------------------------------------------------- layout
 
 def _layout(model):
-    return [(k, tuple(v.shape)) for k, v in model.state_dict().items()]
+    return list(state_layout(model).items())  # in order
 
 
 @pytest.mark.parametrize('upscale', [2, 3, 4])

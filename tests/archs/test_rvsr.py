@@ -6,37 +6,23 @@ inexact, and the two official checkpoints (``pretrianed/RVSR_rep.pth``, deploy;
 functional forward written on the official keys. Fusion, parameter counts, importer round trips and
 keyword errors are checked for every architecture by test_contract.py."""
 import copy
-import os
-from pathlib import Path
 
 import pytest
 import torch
 from torch.nn import functional as F
 
 import rtsr_arch
-from helpers import photo, randomize
+from helpers import check_half_precision, load_official, module_names, n_params, official_fixture, photo, psnr, randomize
+from reference import conv, pad_with
 from rtsr_arch.archs.official import find_importers
 from rtsr_arch.archs.rvsr_arch import RVSR
 
 pytestmark = pytest.mark.usefixtures('torch_single_thread')
 
-FIXTURES_DIR = Path(os.environ.get('RTSR_OFFICIAL_FIXTURES') or Path(__file__).resolve().parents[3] /
-                    'shared/fixtures/official')
 REP_CONV_TRAIN = ('expand_conv', 'fea_conv', 'reduce_conv', 'expand1_conv', 'fea1_conv', 'reduce1_conv',
                   'res_conv3x3', 'res_conv1x1')
 # four real photographs, 48x60 crops (x4 outputs 192x240), as in the official-fixture checks
 CROPS = (('astronaut', 60, 180), ('coffee', 120, 200), ('chelsea', 100, 150), ('rocket', 200, 250))
-
-
-def n_params(model):
-    return sum(p.numel() for p in model.parameters())
-
-
-def fixture(name):
-    path = FIXTURES_DIR / name
-    if not path.is_file():
-        pytest.skip(f'official fixture {path} not found (set RTSR_OFFICIAL_FIXTURES)')
-    return path
 
 
 def photos(dtype=torch.float32):
@@ -61,41 +47,27 @@ def official_train_state_dict():
     prefix removed."""
     with torch.serialization.safe_globals([(_Inert, 'torch.optim.adam.Adam'),
                                            (_plain_dict, 'collections.defaultdict'), dict]):
-        ckpt = torch.load(fixture('rvsr_train.ckpt'), map_location='cpu', weights_only=True)
+        ckpt = torch.load(official_fixture('rvsr_train.ckpt'), map_location='cpu', weights_only=True)
     assert all(k.startswith('network.') for k in ckpt['state_dict'])
     return {k[len('network.'):]: v for k, v in ckpt['state_dict'].items()}
 
 
 def official_deploy_state_dict():
-    return torch.load(fixture('rvsr_rep.pth'), map_location='cpu', weights_only=True)
+    return load_official('rvsr_rep.pth')
 
 
 # ----------------------------------------------------------------------------- independent reference
 
-def _conv(x, sd, name, padding=0):
-    return F.conv2d(x, sd[f'{name}.weight'], sd[f'{name}.bias'], padding=padding)
-
-
-def _pad_with_bias(t, bias):
-    """huai-chang/RVSR ``pad_tensor``: zero-pad one pixel, then set the border to the bias."""
-    b = bias.view(1, -1, 1, 1)
-    t = F.pad(t, (1, 1, 1, 1), 'constant', 0)
-    t[:, :, 0:1, :] = b
-    t[:, :, -1:, :] = b
-    t[:, :, :, 0:1] = b
-    t[:, :, :, -1:] = b
-    return t
-
-
 def _rep_conv(x, sd, name):
     """Official ``RepConv``: ``rep_conv`` (deploy, ``models/inference_arch.py``) or the sum of the
-    two bias-padded 1-3-1 branches, ``res_conv3x3``, ``res_conv1x1`` and ``x`` (``train_arch.py``)."""
+    two 1-3-1 branches (the 1x1 output padded with its bias, the official ``pad_tensor``),
+    ``res_conv3x3``, ``res_conv1x1`` and ``x`` (``train_arch.py``)."""
     if f'{name}.rep_conv.weight' in sd:
-        return _conv(x, sd, f'{name}.rep_conv', padding=1)
-    out = _conv(x, sd, f'{name}.res_conv3x3', padding=1) + _conv(x, sd, f'{name}.res_conv1x1') + x
+        return conv(x, sd, f'{name}.rep_conv', padding=1)
+    out = conv(x, sd, f'{name}.res_conv3x3', padding=1) + conv(x, sd, f'{name}.res_conv1x1') + x
     for s in ('', '1'):
-        t = _pad_with_bias(_conv(x, sd, f'{name}.expand{s}_conv'), sd[f'{name}.expand{s}_conv.bias'])
-        out = out + _conv(_conv(t, sd, f'{name}.fea{s}_conv'), sd, f'{name}.reduce{s}_conv')
+        t = pad_with(conv(x, sd, f'{name}.expand{s}_conv'), sd[f'{name}.expand{s}_conv.bias'])
+        out = out + conv(conv(t, sd, f'{name}.fea{s}_conv'), sd, f'{name}.reduce{s}_conv')
     return out
 
 
@@ -106,16 +78,16 @@ def rvsr_reference(sd, x):
     8 x [RepConv -> timm SqueezeExcite (mean, fc1, ReLU, fc2, sigmoid gate) -> x + FFN (1x1, exact
     GELU, 1x1)] + head -> RepConv -> 1x1 -> PixelShuffle(4), + bilinear x4 of the normalized input."""
     x = (x - 0.5) / 0.5
-    head = _conv(x, sd, 'head.0', padding=1)
+    head = conv(x, sd, 'head.0', padding=1)
     h = head
     blocks = sorted({int(k.split('.')[1]) for k in sd if k.startswith('body.')})
     for i in blocks:
         p = f'body.{i}'
         h = _rep_conv(h, sd, f'{p}.token_mixer')
-        s = F.relu(_conv(h.mean((2, 3), keepdim=True), sd, f'{p}.attn.fc1'))
-        h = h * torch.sigmoid(_conv(s, sd, f'{p}.attn.fc2'))
-        h = h + _conv(F.gelu(_conv(h, sd, f'{p}.channel_mixer.ffn.0')), sd, f'{p}.channel_mixer.ffn.2')
-    h = F.pixel_shuffle(_conv(_rep_conv(h + head, sd, 'tail.0'), sd, 'tail.1'), 4)
+        s = F.relu(conv(h.mean((2, 3), keepdim=True), sd, f'{p}.attn.fc1'))
+        h = h * torch.sigmoid(conv(s, sd, f'{p}.attn.fc2'))
+        h = h + conv(F.gelu(conv(h, sd, f'{p}.channel_mixer.ffn.0')), sd, f'{p}.channel_mixer.ffn.2')
+    h = F.pixel_shuffle(conv(_rep_conv(h + head, sd, 'tail.0'), sd, 'tail.1'), 4)
     sr = h + F.interpolate(x, scale_factor=4, mode='bilinear', align_corners=False)
     return sr / 2 + 0.5
 
@@ -131,9 +103,8 @@ def test_rvsr_state_dict_layout_is_official():
     deploy |= {f'body.{i}.{m}' for i in range(8) for m in block | {'token_mixer.rep_conv'}}
 
     def layout(model):
-        keys = list(model.state_dict())
-        assert all(k.endswith(('.weight', '.bias')) for k in keys)
-        return {k.rsplit('.', 1)[0] for k in keys}
+        assert all(k.endswith(('.weight', '.bias')) for k in model.state_dict())
+        return module_names(model)
 
     assert layout(RVSR()) == train
     assert layout(RVSR(deploy=True)) == deploy
@@ -220,12 +191,12 @@ def test_rvsr_official_layouts_match_and_share_the_unfused_tensors():
 def test_rvsr_official_checkpoint_reproduces_the_reference(filename):
     """``rtsr_arch.load_model(path)`` (auto-detected, no options) reproduces the independent
     functional forward of the official network on real photographs: to float32 rounding, and to
-    ~1e-12 in float64. For the Lightning checkpoint both the stored training form and the fused
-    deploy form are checked against the reference of the training form."""
-    path = fixture(filename)
+    ~1e-12 in float64 (two of the crops). For the Lightning checkpoint both the stored training form
+    and the fused deploy form are checked against the reference of the training form."""
+    path = official_fixture(filename)
     sd = official_train_state_dict() if filename.endswith('.ckpt') else official_deploy_state_dict()
     for dtype in (torch.float32, torch.float64):
-        x = photos(dtype)
+        x = photos(dtype)[:2]
         ref = rvsr_reference({k: v.to(dtype) for k, v in sd.items()}, x)
         forms = (True, None) if filename.endswith('.ckpt') else (True,)
         for deploy in forms:
@@ -236,7 +207,7 @@ def test_rvsr_official_checkpoint_reproduces_the_reference(filename):
                 y = net(x)
             err = (y - ref).abs().max().item()
             print(f'{filename} {dtype} deploy={deploy}: max |load_model - reference| = {err:.3g}')
-            assert y.shape == (4, 3, 192, 240)
+            assert y.shape == (2, 3, 192, 240)
             assert err <= (2e-5 if dtype == torch.float32 else 1e-12), err
 
 
@@ -245,7 +216,7 @@ def test_rvsr_official_weights_super_resolve():
     downscaled x4 (bicubic, antialiased, 8-bit), the official network beats the bilinear upsample
     it adds its residual to by more than 1 dB PSNR on average (measured: +1.4 dB; it was trained on
     AVIF-compressed inputs, not on these)."""
-    net = rtsr_arch.load_model(fixture('rvsr_rep.pth'))
+    net = rtsr_arch.load_model(official_fixture('rvsr_rep.pth'))
     gains = []
     for name, top, left in CROPS:
         hr = photo(name, 192, 240, top=top, left=left)
@@ -253,12 +224,8 @@ def test_rvsr_official_weights_super_resolve():
         lr = (lr.clamp(0, 1) * 255).round() / 255
         with torch.no_grad():
             sr = net(lr).clamp(0, 1)
-        bilinear = F.interpolate(lr, scale_factor=4, mode='bilinear', align_corners=False).clamp(0, 1)
-
-        def psnr(y):
-            return (10 * torch.log10(1 / ((y - hr)[..., 4:-4, 4:-4] ** 2).mean())).item()
-
-        gains.append(psnr(sr) - psnr(bilinear))
+        bilinear = F.interpolate(lr, scale_factor=4, mode='bilinear', align_corners=False)
+        gains.append(psnr(sr, hr) - psnr(bilinear, hr))
     print('PSNR gain over bilinear (dB):', [round(g, 2) for g in gains])
     assert sum(gains) / len(gains) > 1.0 and min(gains) > 0
 
@@ -267,8 +234,8 @@ def test_rvsr_our_fusion_of_the_training_checkpoint_reproduces_the_official_depl
     """Our merge of ``pretrained.ckpt`` vs the official ``RVSR_rep.pth`` (merged by the official
     ``reparameterize.py``, on a GPU): the outputs agree to float32 rounding on real photographs,
     the fused kernels to ~1e-6."""
-    fused = rtsr_arch.load_model(fixture('rvsr_train.ckpt'))
-    official = rtsr_arch.load_model(fixture('rvsr_rep.pth'))
+    fused = rtsr_arch.load_model(official_fixture('rvsr_train.ckpt'))
+    official = rtsr_arch.load_model(official_fixture('rvsr_rep.pth'))
     x = photos()
     with torch.no_grad():
         err = (fused(x) - official(x)).abs().max().item()
@@ -279,7 +246,7 @@ def test_rvsr_our_fusion_of_the_training_checkpoint_reproduces_the_official_depl
     assert err <= 2e-6 and kernel_err <= 1e-5
     assert all(torch.equal(ours[k], theirs[k]) for k in ours if 'rep_conv' not in k)
     # and in float64 our fusion is exact: fused == training form of the same checkpoint
-    train = rtsr_arch.load_model(fixture('rvsr_train.ckpt'), deploy=None, dtype=torch.float64)
+    train = rtsr_arch.load_model(official_fixture('rvsr_train.ckpt'), deploy=None, dtype=torch.float64)
     fused64 = rtsr_arch.reparameterize(copy.deepcopy(train))
     x64 = photos(torch.float64)
     with torch.no_grad():
@@ -310,9 +277,9 @@ def test_rvsr_lightning_checkpoint_of_the_official_trainer_loads(tmp_path):
 
 def test_rvsr_official_checkpoints_are_detected_only_as_rvsr():
     for filename in ('rvsr_rep.pth', 'rvsr_train.ckpt'):
-        checkpoint = rtsr_arch.utils.checkpoint.load_checkpoint(fixture(filename))
+        checkpoint = rtsr_arch.utils.checkpoint.load_checkpoint(official_fixture(filename))
         assert [imp.arch for imp, _ in find_importers(checkpoint)] == ['RVSR']
-        resolved = rtsr_arch.loader.resolve_checkpoint(fixture(filename))
+        resolved = rtsr_arch.loader.resolve_checkpoint(official_fixture(filename))
         assert resolved.how == 'official RVSR checkpoint'
         assert resolved.network_opt == {'type': 'RVSR', 'num_in_ch': 3, 'num_out_ch': 3, 'num_feat': 16,
                                         'num_block': 8, 'upscale': 4, 'act_type': 'gelu', 'ffn_ratio': 2,
@@ -338,11 +305,4 @@ def test_rvsr_importer_notes_and_prelu_detection():
 def test_rvsr_official_weights_in_fp16():
     """The official weights in float16 (the AIS 2024 runtime protocol) stay within a few levels of
     float32 on real photographs."""
-    net = rtsr_arch.load_model(fixture('rvsr_rep.pth'))
-    x = photos()
-    with torch.no_grad():
-        y32 = net(x)
-        y16 = copy.deepcopy(net).half()(x.half()).float()
-    err = (y16 - y32).abs().max().item()
-    print(f'rvsr_rep.pth fp16 vs fp32: max |diff| {err:.3g}')
-    assert torch.isfinite(y16).all() and err <= 1e-2
+    check_half_precision(official_fixture('rvsr_rep.pth'), photos(), torch.float16, 1e-2)

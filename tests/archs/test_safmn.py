@@ -8,57 +8,28 @@ statistics, the bilinear image-space skip, no feature-space skip, bias-free bloc
 layer, the ONNX graph at every size, and the honest declarations (not tile-exact; minimum input 16).
 Keyword errors, preset counts, importer round trips and one ONNX export are checked for every
 architecture by test_contract.py; the NTIRE 2023 ESR counts by test_ntire23_counts.py."""
-import os
-from pathlib import Path
-
 import pytest
 import torch
 from torch.nn import functional as F
 
 import rtsr_arch
-from helpers import ROOT, photo, randomize
+from helpers import SIZES_BY_16, check_half_precision, check_official_reference, check_onnx_at, gain_over_bicubic, \
+    load_official, load_recipe, lr_photos, max_rel, n_params, official_fixture, photo, randomize, state_layout, \
+    tall_photo
+from reference import safm
 from rtsr_arch.archs.layers import SAFM, ffn_scale_for
 from rtsr_arch.archs.official import OfficialImportError, find_importers, get_importer
 from rtsr_arch.archs.safmn_arch import GRN, SAFMN
-from rtsr_arch.export import check_onnx, export_onnx
 from rtsr_arch.inference import upscale_tensor
 from rtsr_arch.loader import resolve_checkpoint
 from rtsr_arch.utils.efficiency import count_ntire_esr
-from rtsr_arch.utils.options import load_options
 
 pytestmark = pytest.mark.usefixtures('torch_single_thread')
 
-FIXTURES_DIR = Path(os.environ.get('RTSR_OFFICIAL_FIXTURES') or Path(__file__).resolve().parents[3] /
-                    'shared/fixtures/official')
-OFFICIAL = FIXTURES_DIR / 'safmn_ntire23.pth'
-
-
-def n_params(model):
-    return sum(p.numel() for p in model.parameters())
-
-
-def official_checkpoint():
-    if not OFFICIAL.is_file():
-        pytest.skip(f'official fixture {OFFICIAL} not found (set RTSR_OFFICIAL_FIXTURES)')
-    return torch.load(OFFICIAL, map_location='cpu', weights_only=True)
+OFFICIAL = 'safmn_ntire23.pth'
 
 
 # ----------------------------------------------------------------------------- independent reference
-
-def safm_reference(sd, p, y, pool_shift=1, levels=4):
-    """The official multi-level ``SAFM`` on keys ``p + 'mfr.{i}'`` / ``p + 'aggr'`` (biases when present)."""
-    h, w = y.shape[-2:]
-    out = []
-    for i, c in enumerate(y.chunk(levels, dim=1)):
-        wgt, bias = sd[f'{p}mfr.{i}.weight'], sd.get(f'{p}mfr.{i}.bias')
-        if i == 0:
-            out.append(F.conv2d(c, wgt, bias, padding=1, groups=wgt.shape[0]))
-            continue
-        f = 2 ** (i + pool_shift)
-        s = F.conv2d(F.adaptive_max_pool2d(c, (h // f, w // f)), wgt, bias, padding=1, groups=wgt.shape[0])
-        out.append(F.interpolate(s, size=(h, w), mode='nearest'))
-    return F.gelu(F.conv2d(torch.cat(out, dim=1), sd[p + 'aggr.weight'], sd.get(p + 'aggr.bias'))) * y
-
 
 @torch.no_grad()
 def safmn_reference(sd, x, upscale=4):
@@ -66,7 +37,7 @@ def safmn_reference(sd, x, upscale=4):
     written on the official keys with torch.nn.functional only: ident = bilinear x upscale of the
     input; to_feat (bias) -> GRN (L2 norms over H, W; divided by their channel mean + 1e-6; gamma *
     (x * N) + beta + x) -> blocks [x + SAFM(x); x + CCM(x)], bias-free, no normalization -> to_img
-    (bias) -> PixelShuffle -> + ident. No feature-space skip."""
+    (bias) -> PixelShuffle -> + ident. No feature-space skip. SAFM: ``reference.safm``."""
     sd = {k: v.to(x.dtype) for k, v in sd.items()}
     ident = F.interpolate(x, scale_factor=upscale, mode='bilinear', align_corners=False)
     y = F.conv2d(x, sd['to_feat.weight'], sd['to_feat.bias'], padding=1)
@@ -74,21 +45,15 @@ def safmn_reference(sd, x, upscale=4):
     y = sd['norm.gamma'] * (y * (g / (g.mean(dim=1, keepdim=True) + 1e-6))) + sd['norm.beta'] + y
     for i in sorted({int(k.split('.')[1]) for k in sd if k.startswith('feats.')}):
         p = f'feats.{i}.'
-        y = safm_reference(sd, p + 'safm.', y) + y
+        y = safm(y, sd, p + 'safm.') + y
         t = F.gelu(F.conv2d(y, sd[p + 'ccm.ccm.0.weight'], padding=1))
         y = F.conv2d(t, sd[p + 'ccm.ccm.2.weight']) + y
     out = F.pixel_shuffle(F.conv2d(y, sd['to_img.0.weight'], sd['to_img.0.bias'], padding=1), upscale)
     return out + ident
 
 
-# sizes divisible by 16 and not (114: where onnxruntime's own nearest Resize would pick other rows;
-# 45 x 67, 33 x 129), down to the minimum 16
-PHOTO_SIZES = [('astronaut', 64, 96), ('coffee', 45, 67), ('chelsea', 16, 16), ('rocket', 114, 70),
-               ('astronaut', 33, 129)]
-
-
 def _rel(y, ref):
-    return float((y.double() - ref.double()).abs().max() / max(1.0, float(ref.double().abs().max())))
+    return max_rel(y, ref, floor=1.0)
 
 
 # ----------------------------------------------------------------------------- layout and counts
@@ -96,7 +61,7 @@ def _rel(y, ref):
 def test_safmn_state_dict_layout_is_official():
     """``SAFMN(dim=36, n_blocks=8, ffn_scale=2.0)`` deploy form: 62 tensors, official keys and shapes;
     every block conv bias-free, to_feat / to_img with bias, GRN gamma / beta (1, 36, 1, 1)."""
-    shapes = {k: tuple(v.shape) for k, v in SAFMN(deploy=True).state_dict().items()}
+    shapes = state_layout(SAFMN(deploy=True))
     expected = {'norm.gamma': (1, 36, 1, 1), 'norm.beta': (1, 36, 1, 1),
                 'to_feat.weight': (36, 3, 3, 3), 'to_feat.bias': (36,),
                 'to_img.0.weight': (48, 36, 3, 3), 'to_img.0.bias': (48,)}
@@ -171,7 +136,7 @@ def test_safmn_matches_the_functional_reference(kwargs):
     and not divisible by 16, down to 16 x 16."""
     model = randomize(SAFMN(**kwargs, deploy=True), seed=5, std=1.0, fan_in=True).double().eval()
     sd = model.state_dict()
-    for name, h, w in PHOTO_SIZES:
+    for name, h, w in SIZES_BY_16:
         x = photo(name, h, w, dtype=torch.float64)
         with torch.no_grad():
             y = model(x)
@@ -246,10 +211,10 @@ def test_shared_safm_layer_matches_the_reference(pool_shift, bias):
     assert layer.min_input_size == 2 ** (3 + pool_shift)
     assert [k for k in layer.state_dict() if k.endswith('bias')] == (
         [f'mfr.{i}.bias' for i in range(4)] + ['aggr.bias'] if bias else [])
-    for name, h, w in PHOTO_SIZES:
+    for name, h, w in SIZES_BY_16:
         x = photo(name, h, w, dtype=torch.float64).repeat(1, 4, 1, 1)
         with torch.no_grad():
-            assert _rel(layer(x), safm_reference(layer.state_dict(), '', x, pool_shift)) <= 1e-12
+            assert _rel(layer(x), safm(x, layer.state_dict(), '', pool_shift)) <= 1e-12
 
 
 def test_shared_safm_layer_refuses_bad_widths_and_counts_pooled_convs():
@@ -292,71 +257,42 @@ def test_importer_reads_both_forms_and_refuses_a_mixed_one():
 
 def test_official_checkpoint_layout():
     """team15_SAFMN.pth: ``{params}`` only, the 62 deploy keys, 237,000 values; detected as SAFMN only."""
-    ckpt = official_checkpoint()
+    ckpt = load_official(OFFICIAL)
     assert set(ckpt) == {'params'}
     assert list(ckpt['params']) == list(SAFMN(deploy=True).state_dict())
     assert sum(v.numel() for v in ckpt['params'].values()) == 237_000
     assert [imp.arch for imp, _ in find_importers(ckpt)] == ['SAFMN']
 
 
-@pytest.mark.parametrize('name, h, w', PHOTO_SIZES)
+@pytest.mark.parametrize('name, h, w', SIZES_BY_16)
 def test_official_weights_reproduce_the_reference(name, h, w):
     """``rtsr_arch.load_model(path)`` (auto-detected, no architecture given) reproduces the
     functional reference: float32 to rounding, float64 to 1e-12."""
-    ckpt = official_checkpoint()
-    resolved = resolve_checkpoint(OFFICIAL)
+    ckpt = load_official(OFFICIAL)
+    resolved = resolve_checkpoint(official_fixture(OFFICIAL))
     assert resolved.how == 'official SAFMN checkpoint'
     assert resolved.network_opt == dict(type='SAFMN', num_in_ch=3, num_out_ch=3, num_feat=36, num_block=8,
                                         ffn_scale=2.0, upscale=4, act_type='gelu', deploy=True)
-    net32 = rtsr_arch.load_model(OFFICIAL)
-    net64 = rtsr_arch.load_model(OFFICIAL, dtype=torch.float64)
-    assert all(torch.equal(v, ckpt['params'][k]) for k, v in net32.state_dict().items())
-    x64 = photo(name, h, w, dtype=torch.float64)
-    with torch.no_grad():
-        y32, y64 = net32(x64.float()), net64(x64)
-    ref64 = safmn_reference(ckpt['params'], x64)
-    ref32 = safmn_reference(ckpt['params'], x64.float())
-    d32, d64 = _rel(y32, ref64), float((y64 - ref64).abs().max())
-    print(f'{name} {h}x{w}: float32 max |diff| / peak {d32:.2e} (reference in float32: '
-          f'{float((y32 - ref32).abs().max()):.2e}), float64 max |diff| {d64:.2e}')
-    assert torch.equal(y32, ref32) or _rel(y32, ref32) <= 1e-6
-    assert d32 <= 1e-5 and d64 <= 1e-12
-    assert float(y64.min()) >= -0.3 and float(y64.max()) <= 1.3  # a trained network: near [0, 1]
+    check_official_reference(official_fixture(OFFICIAL), ckpt['params'], safmn_reference,
+                             photo(name, h, w, dtype=torch.float64))
 
 
 def test_official_weights_beat_bicubic():
     """Sanity of the data range: a 128x192 photo crop downscaled x4 (antialiased bicubic) and
     restored by the official weights is far closer to it than bicubic upsampling (PSNR, RGB,
-    border 4, as the NTIRE 2023 ESR evaluation)."""
-    official_checkpoint()
-    net = rtsr_arch.load_model(OFFICIAL)
-    hr = photo('astronaut', 128, 192)
-    lr = F.interpolate(hr, scale_factor=0.25, mode='bicubic', antialias=True, align_corners=False)
+    border 4, 8-bit, as the NTIRE 2023 ESR evaluation)."""
+    net = rtsr_arch.load_model(official_fixture(OFFICIAL))
+    hr, lr = lr_photos(names=('astronaut',))
     with torch.no_grad():
-        sr = net(lr).clamp(0, 1)
-    bic = F.interpolate(lr, scale_factor=4, mode='bicubic', align_corners=False).clamp(0, 1)
-
-    def psnr(a, b):
-        a, b = ((t[..., 4:-4, 4:-4].double() * 255).round() for t in (a, b))
-        return float(10 * torch.log10(255 ** 2 / ((a - b) ** 2).mean()))
-
-    p_sr, p_bic = psnr(sr, hr), psnr(bic, hr)
-    print(f'PSNR SAFMN {p_sr:.2f} dB, bicubic {p_bic:.2f} dB')
-    assert p_sr > p_bic + 1.0
+        gain = gain_over_bicubic(net(lr), hr, lr, quantize=True)
+    print(f'PSNR SAFMN {gain:+.2f} dB over bicubic')
+    assert gain > 1.0
 
 
 def test_official_weights_fp16():
     """fp16_safe on the trained weights (GRN's whole-image L2 norm included): half inference within
     1e-2 of the output peak."""
-    official_checkpoint()
-    net = rtsr_arch.load_model(OFFICIAL)
-    x = photo('chelsea', 60, 90)
-    with torch.no_grad():
-        y32 = net(x)
-        y16 = net.half()(x.half()).float()
-    d = _rel(y16, y32)
-    print(f'fp16 vs fp32: max |diff| / peak {d:.2e}')
-    assert torch.isfinite(y16).all() and d <= 1e-2
+    check_half_precision(official_fixture(OFFICIAL), photo('chelsea', 60, 90), torch.float16, 1e-2, relative=True)
 
 
 def test_official_onnx_export_is_exact_at_every_size(tmp_path):
@@ -364,17 +300,9 @@ def test_official_onnx_export_is_exact_at_every_size(tmp_path):
     by 16 (16x16; 114 rows, where a plain nearest Resize would pick other rows; 540 rows, the 4K x4
     LR height) and matches PyTorch to 1e-4 of the output peak (GRN, pooling, resizes and the
     bilinear skip all follow the input size in the graph)."""
-    official_checkpoint()
-    net = rtsr_arch.load_model(OFFICIAL)
-    report = export_onnx(net, tmp_path / 'safmn.onnx')
-    assert report.output_dims[-2:] == ('4*height', '4*width')
-    tall = torch.cat([photo('astronaut', 270, 32), photo('coffee', 270, 32)], dim=2)  # 540x32
-    images = [photo(name, h, w) for name, h, w in PHOTO_SIZES[2:4]] + [tall]  # 16x16, 114x70, 540x32
-    checks = check_onnx(tmp_path / 'safmn.onnx', net, images=images)
-    for c in checks:
-        print(report.exporter, c)
-    assert [c.input_shape[-2:] for c in checks][-1] == (540, 32)
-    assert max(c.max_abs_diff / c.peak for c in checks) <= 1e-4
+    net = rtsr_arch.load_model(official_fixture(OFFICIAL))
+    images = [photo(name, h, w) for name, h, w in SIZES_BY_16[2:4]] + [tall_photo(16)]  # 16x16, 114x20, 540x16
+    check_onnx_at(net, tmp_path / 'safmn.onnx', images)
 
 
 # ----------------------------------------------------------------------------- the training recipe
@@ -382,7 +310,7 @@ def test_official_onnx_export_is_exact_at_every_size(tmp_path):
 def test_recipe_follows_the_report():
     """options/train/SAFMN: §4.17's single stage (LSDIR, LR 96 / batch 64, L1 + frequency loss,
     Adam 1e-3 -> 1e-6 cosine over 600k) on the training form, validated fused."""
-    opt = load_options(ROOT / 'options/train/SAFMN/train_SAFMN_x4_NTIRE23_LSDIR.yml')
+    opt = load_recipe('SAFMN', 'train_SAFMN_x4_NTIRE23_LSDIR')
     data, train = opt['datasets']['train'], opt['train']
     assert opt['model_type'] == 'RTSRModel' and opt['scale'] == 4
     assert data['type'] == 'PairedImageDataset' and data['gt_size'] == 384 and data['batch_size_per_gpu'] == 64

@@ -1,7 +1,7 @@
 """Activations by name, with the slopes of the official code of each paper."""
 from torch import nn
 
-__all__ = ['ACTIVATIONS', 'make_activation']
+__all__ = ['ACTIVATIONS', 'PARAMETER_FREE_ACTIVATIONS', 'make_activation']
 
 
 def _or(value, default):
@@ -21,6 +21,10 @@ ACTIVATIONS = {
     'silu': lambda channels, slope: nn.SiLU(inplace=True),
     'softplus': lambda channels, slope: nn.Softplus(),
 }
+
+# the activations without parameters: those a network may apply with one module to maps of
+# several widths (a per-channel PReLU cannot)
+PARAMETER_FREE_ACTIVATIONS = tuple(name for name in ACTIVATIONS if name != 'prelu')
 
 
 def make_activation(act_type, channels, slope=None):

@@ -9,6 +9,9 @@ computed on [0, 255] images (the teams' ``test_demo.py`` data_range 255). The ne
 [0, 1] like every network of this package: the skeleton multiplies by 255 on the way in and divides
 on the way out, so the official weights load unchanged.
 
+and the parts two or more of them share: the MLP of 1x1 convs (shift convs in LGTT and EXnet,
+plain in HCAN) and the group of normalization-free transformer blocks (HCAN, LGTT).
+
 The layer norm of these networks (the FRL ``LayerNorm4D``, eps 1e-5) is
 :class:`~rtsr_arch.archs.layers.normalization.LayerNorm2d` with ``eps=1e-5`` (and
 ``float32_stats=True``: on 255-scale features the squared deviations overflow float16); their
@@ -18,8 +21,11 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .activations import make_activation
+from .upsamplers import conv_pixel_shuffle
+
 __all__ = ['DF2K_RGB_MEAN', 'FRL_RGB_RANGE', 'MeanShift', 'MeanShiftConv', 'ShiftConv2d1x1', 'shift_channel_groups',
-           'FRLSkeleton']
+           'FRLMLP', 'NormFreeGroup', 'FRLSkeleton']
 
 # RGB mean of DF2K (DIV2K 1-800 + Flickr2K 1-2650), as the FRL helper code states it; the std is 1
 DF2K_RGB_MEAN = (0.4690, 0.4490, 0.4036)
@@ -93,13 +99,50 @@ def shift_channel_groups(x, g):
                       x[:, 4 * g:]], dim=1)
 
 
+class FRLMLP(nn.Module):
+    """``fc2(act(fc1(x)))`` with 1x1 convs C -> hidden -> C: :class:`ShiftConv2d1x1` (LGTT, EXnet)
+    or, with ``shift=False``, plain 1x1 convs (HCAN)."""
+
+    def __init__(self, dim, hidden, act_type, shift=True):
+        super().__init__()
+        conv = ShiftConv2d1x1 if shift else (lambda cin, cout: nn.Conv2d(cin, cout, 1))
+        self.fc1 = conv(dim, hidden)
+        self.act = make_activation(act_type, hidden)
+        self.fc2 = conv(hidden, dim)
+
+    def forward(self, x):
+        return self.fc2(self.act(self.fc1(x)))
+
+
+class NormFreeGroup(nn.Module):
+    """A group of transformer blocks without normalization (HCAN's ``FocalTG``, LGTT's group):
+    ``x = x + sa_list[j](x); x = x + mlp_list[j](x)`` for each block j. A subclass builds the
+    token mixers ``sa_list`` and the MLPs ``mlp_list`` (official key names)."""
+
+    def forward(self, x):
+        for sa, mlp in zip(self.sa_list, self.mlp_list):
+            x = x + sa(x)
+            x = x + mlp(x)
+        return x
+
+
 class FRLSkeleton(nn.Module):
-    """The forward shared by the FRL networks; a subclass defines ``sub_mean``, ``add_mean``,
-    ``head``, ``body`` and ``tail`` (official key names) and inherits this ``forward``:
+    """The forward shared by the FRL networks; a subclass builds ``sub_mean``, ``add_mean``,
+    ``head``, ``body`` and ``tail`` (official key names) with :meth:`add_skeleton` and inherits
+    this ``forward``:
 
     ``add_mean(tail(body(h) + h)) / 255`` with ``h = head(sub_mean(255 * x))``."""
 
     rgb_range = FRL_RGB_RANGE
+
+    def add_skeleton(self, head, body, num_feat, num_out_ch, upscale, mean_shift=MeanShift):
+        """The mean shifts (``mean_shift``: :class:`MeanShift`, or HCAN's :class:`MeanShiftConv`),
+        ``head``, ``body`` and the tail (3x3 conv to C_out·s² channels, PixelShuffle(s))."""
+        self.sub_mean = mean_shift(-1)
+        self.add_mean = mean_shift(1)
+        self.head = head
+        self.body = body
+        self.tail = conv_pixel_shuffle(num_feat, num_out_ch, upscale)
 
     def forward(self, x):
         head = self.head(self.sub_mean(x * self.rgb_range))

@@ -9,11 +9,11 @@ also honours any module's own ``reparameterize()`` method (whole-network transfo
 from .acb import ACBlock
 from .base import ReparamBlock, reparameterize, reparameterize_children
 from .bsconv import BSConvU, BSConvURep, RepUpsampler
-from .collapsible import CollapsibleBlock
+from .collapsible import COLLAPSIBLE_ALIASES, CollapsibleBlock
 from .conv3xc import Conv3XC
 from .dbb import LEDBB, DiverseBranchBlock
 from .ecb import ECB
-from .fmen_blocks import ERB, HFAB
+from .fmen_blocks import ERB, HFAB, format_up_blocks, hfab_warmup, parse_up_blocks
 from .large_kernel import ReparamLargeKernelConv
 from .nrb import NRB
 from .repvgg import RepVGGBlock
@@ -25,4 +25,5 @@ from .rvsr_repconv import RVSRRepConv
 __all__ = ['ReparamBlock', 'reparameterize', 'reparameterize_children', 'ACBlock', 'CollapsibleBlock', 'ECB',
            'RepVGGBlock', 'RRRB', 'ERB', 'HFAB', 'NRB', 'RVSRRepConv', 'Conv3XC', 'RRRBConv',
            'BSConvU', 'BSConvURep', 'RepUpsampler', 'ReparamLargeKernelConv',
-           'DiverseBranchBlock', 'LEDBB', 'RepRFNBlock']
+           'DiverseBranchBlock', 'LEDBB', 'RepRFNBlock', 'COLLAPSIBLE_ALIASES', 'hfab_warmup', 'parse_up_blocks',
+           'format_up_blocks']

@@ -5,7 +5,13 @@ from torch import nn
 from .base import ReparamBlock
 from .fusion import fuse_kxk_1x1, identity_kernel, merge_parallel, pad_kernel
 
-__all__ = ['CollapsibleBlock']
+__all__ = ['CollapsibleBlock', 'COLLAPSIBLE_ALIASES']
+
+# the official RepBlock (LRSRN) and RepBlockV5 (CASR; the *_b2 names) register their conv
+# parameters a second time under these names, so their training checkpoints hold both
+COLLAPSIBLE_ALIASES = {'w0': 'conv0.weight', 'b0': 'conv0.bias', 'w1': 'conv1.weight', 'b1': 'conv1.bias',
+                    'w0_b2': 'conv0_b2.weight', 'b0_b2': 'conv0_b2.bias', 'w1_b2': 'conv1_b2.weight',
+                    'b1_b2': 'conv1_b2.bias'}
 
 
 class CollapsibleBlock(ReparamBlock):

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from .base import ReparamBlock
-from .fusion import fuse_1x1_kxk, fuse_kxk_1x1, merge_parallel
+from .fusion import fuse_1x1_kxk_1x1, merge_parallel
 
 __all__ = ['Conv3XC', 'fuse_conv3xc']
 
@@ -17,12 +17,10 @@ def fuse_conv3xc(sk, conv0, conv1, conv2, kernel_size, groups=1):
     Each argument is a ``(weight, bias)`` pair (bias None when absent): ``conv0`` the 1x1 expand
     (its *input* zero-padded by half the kernel, so the kxk sees its bias on the border),
     ``conv1`` the valid kxk, ``conv2`` the 1x1 reduce, ``sk`` the 1x1 skip on the unpadded input;
-    all with ``groups`` groups. Pure composition of :func:`fuse_1x1_kxk`, :func:`fuse_kxk_1x1` and
+    all with ``groups`` groups. Pure composition of :func:`fuse_1x1_kxk_1x1` and
     :func:`merge_parallel` (the official ``update_params`` computes the same with flipped-kernel
     convolutions)."""
-    w, b = fuse_1x1_kxk(*conv0, *conv1, groups=groups)
-    w, b = fuse_kxk_1x1(w, b, *conv2, groups=groups)
-    return merge_parallel([(w, b), sk], kernel_size)
+    return merge_parallel([fuse_1x1_kxk_1x1(*conv0, *conv1, *conv2, groups=groups), sk], kernel_size)
 
 
 class _EvalConvMirror(nn.Module):

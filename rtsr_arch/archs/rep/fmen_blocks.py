@@ -17,7 +17,7 @@ from .base import pad_with_value, reparameterize_children
 from .fusion import bn_scale_shift, fuse_bn, fuse_bn_before_conv
 from .rrrb import RRRB
 
-__all__ = ['ERB', 'ERB_SLOPE', 'HFAB']
+__all__ = ['ERB', 'ERB_SLOPE', 'HFAB', 'hfab_warmup', 'parse_up_blocks', 'format_up_blocks']
 
 ERB_SLOPE = 0.1  # FMEN's and LMRLFN's module-level ``act = nn.LeakyReLU(0.1)``
 
@@ -162,3 +162,29 @@ class HFAB(nn.Module):
             self.use_bn = False
         self.deploy = True
         return self
+
+
+def hfab_warmup(channels, mid_channels, num_blocks, ratio=2, use_bn=True, deploy=False):
+    """FMEN's warm-up stage, kept by LMRLFN: a 3x3 conv, then an HFAB ``mid_channels - 4`` wide
+    (``mid_channels``: the width of the other HFABs); an ``nn.Sequential`` (official keys
+    ``warmup.0``, ``warmup.1``)."""
+    return nn.Sequential(nn.Conv2d(channels, channels, 3, padding=1),
+                         HFAB(channels, mid_channels - 4, num_blocks, ratio, use_bn=use_bn, deploy=deploy))
+
+
+def parse_up_blocks(cls_name, value, count):
+    """``'2+1+1+1+1'`` -> ``(2, 1, 1, 1, 1)``: the ERBs of each HFAB, written as FMEN's training
+    option ``--up_blocks`` (ints >= 1 joined by '+'); ``count`` entries are required. A malformed
+    value is a one-line ValueError naming ``cls_name`` and the keyword."""
+    parts = value.split('+')
+    if not all(p.strip().isdigit() and int(p) >= 1 for p in parts):
+        raise ValueError(f"{cls_name}: up_blocks={value!r}: expected ints >= 1 joined by '+', e.g. '2+1+1+1+1'")
+    if len(parts) != count:
+        raise ValueError(f'{cls_name}: up_blocks={value!r}: expected {count} entries (the warm-up HFAB and one '
+                         f'per block, num_block={count - 1}), got {len(parts)}')
+    return tuple(int(p) for p in parts)
+
+
+def format_up_blocks(blocks):
+    """The inverse of :func:`parse_up_blocks`: ``(2, 1, 1)`` -> ``'2+1+1'``."""
+    return '+'.join(str(b) for b in blocks)

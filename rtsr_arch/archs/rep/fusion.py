@@ -16,8 +16,9 @@ on the kxk conv (a strided 1x1 placed first would drop pixels the kxk needs).
 import torch
 from torch import nn
 
-__all__ = ['fuse_1x1_kxk', 'fuse_kxk_1x1', 'fuse_bn', 'bn_scale_shift', 'fuse_bn_before_conv', 'pad_kernel',
-           'identity_kernel', 'avg_pool_kernel', 'dense_depthwise', 'dense_grouped', 'merge_parallel', 'pair']
+__all__ = ['fuse_1x1_kxk', 'fuse_kxk_1x1', 'fuse_1x1_kxk_1x1', 'fuse_bn', 'bn_scale_shift', 'fuse_bn_before_conv',
+           'pad_kernel', 'identity_kernel', 'avg_pool_kernel', 'dense_depthwise', 'dense_grouped', 'merge_parallel',
+           'pair']
 
 
 def pair(value, name='kernel_size'):
@@ -82,6 +83,15 @@ def fuse_kxk_1x1(wkxk, bkxk, w1x1, b1x1, groups=1):
     bk = _bias(bkxk, mid, wkxk).reshape(g, mid_g)
     b = _bias(b1x1, out, w1x1) + torch.einsum('gom,gm->go', m, bk).reshape(out)
     return w, b
+
+
+def fuse_1x1_kxk_1x1(w_expand, b_expand, wkxk, bkxk, w_reduce, b_reduce, groups=1):
+    """A 1x1 expand conv (its *input* zero-padded by half the kernel, so the kxk sees the expand
+    bias on its border), a valid kxk conv and a 1x1 reduce conv -> one kxk conv: the 1-k-1 chain of
+    FMEN's RRRB, RVSR's RepConv, SPAN's Conv3XC and ANUNet's NRB (:func:`fuse_1x1_kxk` then
+    :func:`fuse_kxk_1x1`)."""
+    w, b = fuse_1x1_kxk(w_expand, b_expand, wkxk, bkxk, groups=groups)
+    return fuse_kxk_1x1(w, b, w_reduce, b_reduce, groups=groups)
 
 
 def fuse_bn(weight, bias, bn: nn.BatchNorm2d):
@@ -160,14 +170,9 @@ def identity_kernel(channels, kernel_size, like, groups=1):
     (output ``i`` is in group ``i // (channels / groups)``, which reads input ``i`` at that local
     index); ``groups == channels`` is the depthwise identity. kh and kw must be odd (a centre tap).
     """
-    kh, kw = pair(kernel_size)
-    if kh % 2 == 0 or kw % 2 == 0:
-        raise ValueError(f'a {kh}x{kw} kernel has no centre tap: the identity needs odd kernel sizes')
-    _check_groups(groups, channels=channels)
-    per_group = channels // groups
-    w = like.new_zeros(channels, per_group, kh, kw)
-    idx = torch.arange(channels, device=like.device)
-    w[idx, idx % per_group, kh // 2, kw // 2] = 1
+    w, own = _per_channel_kernel(channels, kernel_size, like, groups, 'kernel has no centre tap: the identity')
+    kh, kw = w.shape[2:]
+    w[own + (kh // 2, kw // 2)] = 1
     return w
 
 
@@ -181,15 +186,23 @@ def avg_pool_kernel(channels, kernel_size, like, groups=1):
     ``BNAndPadLayer``), or zero padding counted in the mean (``count_include_pad=True``, PyTorch's
     default). kh and kw must be odd (centred on the same pixel as the other branches).
     """
+    w, own = _per_channel_kernel(channels, kernel_size, like, groups, 'pooling window has no centre tap: the fusion')
+    kh, kw = w.shape[2:]
+    w[own] = 1.0 / (kh * kw)
+    return w
+
+
+def _per_channel_kernel(channels, kernel_size, like, groups, what):
+    """A zero (channels, channels / groups, kh, kw) kernel and the index ``(i, i mod (channels /
+    groups))`` of every output's own input (output ``i`` of a grouped conv reads input ``i`` at that
+    local index); kh and kw must be odd ('a <kh>x<kw> <what> needs odd kernel sizes')."""
     kh, kw = pair(kernel_size)
     if kh % 2 == 0 or kw % 2 == 0:
-        raise ValueError(f'a {kh}x{kw} pooling window has no centre tap: the fusion needs odd kernel sizes')
+        raise ValueError(f'a {kh}x{kw} {what} needs odd kernel sizes')
     _check_groups(groups, channels=channels)
     per_group = channels // groups
-    w = like.new_zeros(channels, per_group, kh, kw)
     idx = torch.arange(channels, device=like.device)
-    w[idx, idx % per_group] = 1.0 / (kh * kw)
-    return w
+    return like.new_zeros(channels, per_group, kh, kw), (idx, idx % per_group)
 
 
 def dense_grouped(weight, groups):

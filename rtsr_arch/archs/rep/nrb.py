@@ -5,7 +5,7 @@ from torch import nn
 
 from .base import ReparamBlock
 from .ecb import ECB
-from .fusion import fuse_1x1_kxk, fuse_kxk_1x1, identity_kernel
+from .fusion import fuse_1x1_kxk_1x1, identity_kernel
 
 __all__ = ['NRB']
 
@@ -34,8 +34,8 @@ class NRB(ReparamBlock):
     conv on ``t_pad`` and the whole NRB equals one zero-padded 3x3 conv on ``x``, border pixels
     included. (Computing the ECB on the larger map costs ``((H + 2) / H)^2`` more in training
     only.) Fusion: ECB -> one 3x3 (its own fuse, identity included), then
-    :func:`~.fusion.fuse_1x1_kxk` with the expand conv, :func:`~.fusion.fuse_kxk_1x1` with the
-    reduce conv, plus the outer identity kernel.
+    :func:`~.fusion.fuse_1x1_kxk_1x1` with the expand and reduce convs, plus the outer identity
+    kernel.
 
     Args:
         channels: input and output features C.
@@ -68,6 +68,6 @@ class NRB(ReparamBlock):
 
     def fuse(self):
         k, b = self.eecb.fuse()  # 3x3 on the expanded features, its identity included
-        w, b = fuse_1x1_kxk(self.expand_conv.weight, self.expand_conv.bias, k, b)
-        w, b = fuse_kxk_1x1(w, b, self.reduce_conv.weight, self.reduce_conv.bias)
+        w, b = fuse_1x1_kxk_1x1(self.expand_conv.weight, self.expand_conv.bias, k, b, self.reduce_conv.weight,
+                                self.reduce_conv.bias)
         return w + identity_kernel(self.out_channels, 3, w), b

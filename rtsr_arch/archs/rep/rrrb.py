@@ -1,14 +1,12 @@
 """FMEN's residual-in-residual reparameterizable block (RRRB), RT4KSR's "RRB" (RT4KSR paper, Fig. 3b)."""
-from torch import nn
-
-from .base import ReparamBlock
-from .fusion import fuse_1x1_kxk, fuse_kxk_1x1, identity_kernel
+from .rrrb_conv import RRRBConv
 
 __all__ = ['RRRB']
 
 
-class RRRB(ReparamBlock):
-    """Expand 1x1 -> 3x3 (+ inner identity) -> reduce 1x1 (+ outer identity); deploys to one 3x3.
+class RRRB(RRRBConv):
+    """Expand 1x1 -> 3x3 (+ inner identity) -> reduce 1x1 (+ outer identity); deploys to one 3x3:
+    :class:`~rtsr_arch.archs.rep.RRRBConv` with equal input and output widths.
 
     The expand conv zero-pads its *input*, so the 3x3 sees the expand bias on its border — the
     "bias padding" that makes the fusion exact on border pixels (Du et al., FMEN, CVPRW 2022, §3).
@@ -27,21 +25,4 @@ class RRRB(ReparamBlock):
 
     def __init__(self, channels, ratio=2, act_type='linear', deploy=False, bias=True):
         self._check_count('channels', channels)
-        super().__init__(channels, channels, 3, act_type, deploy, bias)
-        mid = self._check_ratio('ratio', ratio, channels)
-        if deploy:
-            return
-        self.expand_conv = nn.Conv2d(channels, mid, 1, padding=1, bias=bias)
-        self.fea_conv = nn.Conv2d(mid, mid, 3, bias=bias)
-        self.reduce_conv = nn.Conv2d(mid, channels, 1, bias=bias)
-
-    def forward_train(self, x):
-        t = self.expand_conv(x)
-        u = self.fea_conv(t) + t[:, :, 1:-1, 1:-1]
-        return self.reduce_conv(u) + x
-
-    def fuse(self):
-        k1 = self.fea_conv.weight + identity_kernel(self.fea_conv.out_channels, 3, self.fea_conv.weight)
-        w, b = fuse_1x1_kxk(self.expand_conv.weight, self.expand_conv.bias, k1, self.fea_conv.bias)
-        w, b = fuse_kxk_1x1(w, b, self.reduce_conv.weight, self.reduce_conv.bias)
-        return w + identity_kernel(self.out_channels, 3, w), b
+        super().__init__(channels, channels, ratio, act_type, deploy, bias)

@@ -4,7 +4,7 @@ RRFB, NTIRE 2023 ESR report §4.1, uses one in place of each of RLFB's three 3x3
 from torch import nn
 
 from .base import ReparamBlock
-from .fusion import fuse_1x1_kxk, fuse_kxk_1x1, identity_kernel
+from .fusion import fuse_1x1_kxk_1x1, identity_kernel
 
 __all__ = ['RRRBConv']
 
@@ -13,8 +13,8 @@ class RRRBConv(ReparamBlock):
     """Expand 1x1 ``in -> mid`` -> 3x3 ``mid -> mid`` (+ inner identity on the expanded map) ->
     reduce 1x1 ``mid -> out`` (+ outer identity when ``in == out``); deploys to one 3x3 conv.
 
-    With ``in_channels == out_channels`` it is exactly :class:`~rtsr_arch.archs.rep.RRRB` (same
-    keys, same forward, same fusion: Du et al., FMEN, CVPRW 2022, §3). With different widths the
+    With ``in_channels == out_channels`` it is FMEN's RRRB (:class:`~rtsr_arch.archs.rep.RRRB`,
+    this block with one width: Du et al., FMEN, CVPRW 2022, §3). With different widths the
     outer identity is impossible and left out; the inner identity (a 1x1 path ``reduce . expand``)
     remains. The expand conv zero-pads its *input*, so the 3x3 sees the expand bias on its border
     ("bias padding"): the fusion is exact on border pixels. Attribute names are FMEN's
@@ -47,8 +47,8 @@ class RRRBConv(ReparamBlock):
 
     def fuse(self):
         k1 = self.fea_conv.weight + identity_kernel(self.fea_conv.out_channels, 3, self.fea_conv.weight)
-        w, b = fuse_1x1_kxk(self.expand_conv.weight, self.expand_conv.bias, k1, self.fea_conv.bias)
-        w, b = fuse_kxk_1x1(w, b, self.reduce_conv.weight, self.reduce_conv.bias)
+        w, b = fuse_1x1_kxk_1x1(self.expand_conv.weight, self.expand_conv.bias, k1, self.fea_conv.bias,
+                                self.reduce_conv.weight, self.reduce_conv.bias)
         if self.with_idt:
             w = w + identity_kernel(self.out_channels, 3, w)
         return w, b

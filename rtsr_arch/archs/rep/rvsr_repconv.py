@@ -3,7 +3,7 @@
 from torch import nn
 
 from .base import ReparamBlock
-from .fusion import fuse_1x1_kxk, fuse_kxk_1x1, identity_kernel, merge_parallel
+from .fusion import fuse_1x1_kxk_1x1, identity_kernel, merge_parallel
 
 __all__ = ['RVSRRepConv']
 
@@ -56,6 +56,6 @@ class RVSRRepConv(ReparamBlock):
                     (self.res_conv1x1.weight, self.res_conv1x1.bias),
                     (identity_kernel(self.out_channels, 3, self.res_conv3x3.weight), None)]
         for expand, fea, reduce in self._branches():
-            w, b = fuse_1x1_kxk(expand.weight, expand.bias, fea.weight, fea.bias)
-            branches.append(fuse_kxk_1x1(w, b, reduce.weight, reduce.bias))
+            branches.append(fuse_1x1_kxk_1x1(expand.weight, expand.bias, fea.weight, fea.bias, reduce.weight,
+                                             reduce.bias))
         return merge_parallel(branches, 3)
