@@ -13,7 +13,7 @@ setup(
     description='Real-time 4K super-resolution networks (LRSRN, RT4KSR, ...) as a BasicSR plugin',
     long_description=Path('README.md').read_text(encoding='utf-8'),
     long_description_content_type='text/markdown',
-    python_requires='>=3.9',
+    python_requires='>=3.11',  # tested: 3.11 (CI), 3.12 (by hand); README "Install"
     packages=find_packages(include=['rtsr_arch', 'rtsr_arch.*']),
     install_requires=[
         'basicsr==1.4.2',
@@ -33,10 +33,16 @@ setup(
     extras_require={
         # rtsr-export; an extra because onnxruntime and onnxruntime-gpu install the same module
         'export': ['onnx>=1.16', 'onnxruntime>=1.17'],
+        # rtsr-upscale --backend tensorrt: the engine is built from the onnxruntime-checked ONNX export
+        'tensorrt': ['tensorrt>=8.6', 'onnx>=1.16', 'onnxruntime>=1.17'],
+        # rtsr_arch.spandrel_support: this package's architectures in spandrel-based front-ends
+        'spandrel': ['spandrel'],
         # imageio-ffmpeg: the ffmpeg CLI, an independent reference for the degradation tests;
         # onnxscript: the dynamo ONNX exporter, tested as the fallback of the TorchScript one
-        # spandrel: the front-ends' loader, to prove SPAN checkpoints move both ways
-        'test': ['pytest', 'hypothesis', 'imageio-ffmpeg', 'onnx>=1.16', 'onnxruntime>=1.17', 'onnxscript', 'spandrel'],
+        # spandrel: the front-ends' loader (SPAN both ways, rtsr_arch.spandrel_support)
+        # pytest-xdist: `make test` runs one worker per core
+        'test': ['pytest', 'pytest-xdist', 'hypothesis', 'imageio-ffmpeg', 'onnx>=1.16', 'onnxruntime>=1.17',
+                 'onnxscript', 'spandrel'],
     },
     # every program is a console script over rtsr_arch.commands (tools/*.py are thin wrappers)
     entry_points={'console_scripts': [
@@ -52,6 +58,8 @@ setup(
     ]},
     classifiers=[
         'Programming Language :: Python :: 3',
+        'Programming Language :: Python :: 3.11',
+        'Programming Language :: Python :: 3.12',
         'License :: OSI Approved :: Apache Software License',
         'Topic :: Scientific/Engineering :: Image Processing',
     ],

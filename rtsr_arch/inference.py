@@ -263,7 +263,8 @@ def upscale_image(net, img, tile=None, tile_overlap=None, dtype=None, channels_l
     returns uint8 ``(s*H, s*W, C)`` (or ``(N, s*H, s*W, C)``): :func:`upscale_tensor` on
     ``img / 255`` in float32, then clamped to [0, 1], times 255, rounded. The arguments are
     :func:`upscale_tensor`'s. Untiled, the image goes to the network's device whole and only the
-    uint8 result comes back; tiled, it stays in CPU memory and tiles travel."""
+    uint8 result comes back (from pinned memory, asynchronously, to a CUDA device); tiled, it
+    stays in CPU memory and tiles travel."""
     img = np.asarray(img)
     if img.dtype != np.uint8 or img.ndim not in (3, 4):
         raise ValueError(f'expected a uint8 (H, W, C) or (N, H, W, C) image; got {img.dtype} of shape {img.shape}')
@@ -271,8 +272,11 @@ def upscale_image(net, img, tile=None, tile_overlap=None, dtype=None, channels_l
     if not img.flags.writeable:
         img = img.copy()  # torch.from_numpy warns on read-only arrays (it is never written to here)
     t = torch.from_numpy(np.ascontiguousarray(img if batch else img[None]))
-    if tile is None:
-        t = t.to(network_device(net))
+    device = network_device(net)
+    if tile is None and device.type == 'cuda':
+        t = t.pin_memory().to(device, non_blocking=True)  # page-locked: the copy overlaps the host's work
+    elif tile is None:
+        t = t.to(device)
     x = t.permute(0, 3, 1, 2).float().div_(255)
     y = upscale_tensor(net, x, tile=tile, tile_overlap=tile_overlap, dtype=dtype, channels_last=channels_last)
     y = y.clamp_(0, 1).mul_(255).round_().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()

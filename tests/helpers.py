@@ -20,7 +20,7 @@ from torch.nn import functional as F
 __all__ = ['photo', 'photos', 'lr_photos', 'tall_photo', 'randomize', 'load_module', 'load_photo', 'PHOTOS', 'ROOT',
            'SIZES_BY_16', 'OFFICIAL_FIXTURES', 'official_fixture', 'load_official', 'n_params', 'state_layout',
            'conv_shapes', 'esa_light_shapes', 'module_names', 'psnr', 'bicubic', 'gain_over_bicubic', 'max_rel', 'reference_errors',
-           'check_official_weights', 'check_reference_and_fusion', 'check_official_reference',
+           'check_official_weights', 'check_official_beats_bicubic', 'check_param_key_on_request', 'check_reference_and_fusion', 'check_official_reference',
            'check_half_precision', 'output_peaks', 'check_onnx_at', 'load_recipe', 'check_recipe_network']
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -185,6 +185,34 @@ def tall_photo(w):
     return torch.cat([photo('astronaut', 270, w), photo('coffee', 270, w)], dim=2)
 
 
+def write_noise_pairs(root, counts, seed=0):
+    """Tiny smooth random training data: for each ``split: count`` of ``counts``, ``count`` 32x32 HR
+    PNGs (8x8 noise upscaled bicubically) in ``root/split/hr`` and their 16x16 bicubic LR in
+    ``root/split/lr``, with the same names (BasicSR's ``PairedImageDataset``, ``filename_tmpl: '{}'``)."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    for split, count in counts.items():
+        for i in range(count):
+            hr = Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).resize((32, 32), Image.BICUBIC)
+            for sub, img in (('hr', hr), ('lr', hr.resize((16, 16), Image.BICUBIC))):
+                (Path(root) / split / sub).mkdir(parents=True, exist_ok=True)
+                img.save(Path(root) / split / sub / f'{i}.png')
+    return root
+
+
+def paired_datasets(root, gt_size, batch, enlarge=1, workers=0):
+    """BasicSR ``datasets`` options over :func:`write_noise_pairs`' folders: a ``PairedImageDataset``
+    training set ``tiny`` (flips and rotations, no prefetcher) and a validation set ``held_out``."""
+    pair = {'type': 'PairedImageDataset', 'filename_tmpl': '{}', 'io_backend': {'type': 'disk'}}
+    return {'train': {**pair, 'name': 'tiny', 'dataroot_gt': str(Path(root) / 'train/hr'),
+                      'dataroot_lq': str(Path(root) / 'train/lr'), 'gt_size': gt_size, 'use_hflip': True,
+                      'use_rot': True, 'num_worker_per_gpu': workers, 'batch_size_per_gpu': batch,
+                      'dataset_enlarge_ratio': enlarge, 'prefetch_mode': None},
+            'val': {**pair, 'name': 'held_out', 'dataroot_gt': str(Path(root) / 'val/hr'),
+                    'dataroot_lq': str(Path(root) / 'val/lr')}}
+
+
 def psnr(y, hr, border=4, quantize=False):
     """PSNR (dB) of ``y`` against ``hr``, images in [0, 1]: ``y`` clamped to [0, 1], ``border`` pixels
     cropped on each side (the NTIRE evaluation), over the whole batch; ``quantize``: both rounded to
@@ -295,6 +323,39 @@ def check_official_reference(path, sd, reference, x64, near=(-0.3, 1.3), **load)
     assert torch.equal(y32, ref32) or max_rel(y32, ref32) <= 1e-6
     assert d32 <= 1e-5 and d64 <= 1e-12
     assert near[0] <= float(y64.min()) and float(y64.max()) <= near[1]
+
+
+def check_official_beats_bicubic(path, label, min_gain=1.0):
+    """Sanity of the data range of official weights: a 128x192 astronaut crop downscaled x4
+    (antialiased bicubic) and restored by the checkpoint ``path`` beats bicubic upsampling by more
+    than ``min_gain`` dB (PSNR, RGB, border 4, 8-bit, as the NTIRE 2023 ESR evaluation)."""
+    import rtsr_arch
+
+    net = rtsr_arch.load_model(path)
+    hr, lr = lr_photos(names=('astronaut',))
+    with torch.no_grad():
+        gain = gain_over_bicubic(net(lr), hr, lr, quantize=True)
+    print(f'PSNR {label} {gain:+.2f} dB over bicubic')
+    assert gain > min_gain
+
+
+def check_param_key_on_request(path, reference, param_key='params_ema', min_diff=1e-5):
+    """``load_model(path, param_key=...)`` loads exactly ``ckpt[param_key]``; its float64 output on a
+    photo is ``reference`` on those weights and differs from the default key's output by more than
+    ``min_diff`` (so the key really chose other weights)."""
+    import rtsr_arch
+
+    from rtsr_arch.utils.checkpoint import load_checkpoint
+
+    weights = load_checkpoint(path)[param_key]
+    chosen = rtsr_arch.load_model(path, param_key=param_key, dtype=torch.float64)
+    default = rtsr_arch.load_model(path, dtype=torch.float64)
+    assert all(torch.equal(v, weights[k]) for k, v in chosen.state_dict().items())
+    x = photo('coffee', 45, 67, dtype=torch.float64)
+    with torch.no_grad():
+        y_chosen, y = chosen(x), default(x)
+    assert (y_chosen - reference(weights, x)).abs().max() <= 1e-12
+    assert (y_chosen - y).abs().max() > min_diff
 
 
 def check_half_precision(path, x, dtype, tol, relative=False, **load):

@@ -23,7 +23,7 @@ from rtsr_arch.commands import reparam
 from rtsr_arch.data.degradations import ntire23_lr
 from rtsr_arch.loader import load_model, save_checkpoint
 from rtsr_arch.utils.options import build_network
-from helpers import ROOT, load_module, photo, randomize
+from helpers import paired_datasets, ROOT, load_module, photo, randomize
 
 REPARAM = ROOT / 'tools' / 'reparam_ckpt.py'
 NETWORK = {'type': 'LRSRN', 'num_feat': 8, 'num_block': 2, 'feature_size': 16, 'upscale': 2}
@@ -41,14 +41,7 @@ def _write_pairs(folder, photos):
 def _train_options(root):
     return {
         'name': 'tiny_LRSRN_x2', 'model_type': 'SRModel', 'scale': 2, 'num_gpu': 0, 'manual_seed': 0,
-        'datasets': {
-            'train': {'name': 'tiny', 'type': 'PairedImageDataset', 'dataroot_gt': str(root / 'train/hr'),
-                      'dataroot_lq': str(root / 'train/lr'), 'filename_tmpl': '{}', 'io_backend': {'type': 'disk'},
-                      'gt_size': 32, 'use_hflip': True, 'use_rot': True, 'num_worker_per_gpu': 0,
-                      'batch_size_per_gpu': 2, 'dataset_enlarge_ratio': 10, 'prefetch_mode': None},
-            'val': {'name': 'held_out', 'type': 'PairedImageDataset', 'dataroot_gt': str(root / 'val/hr'),
-                    'dataroot_lq': str(root / 'val/lr'), 'filename_tmpl': '{}', 'io_backend': {'type': 'disk'}},
-        },
+        'datasets': paired_datasets(root, gt_size=32, batch=2, enlarge=10),
         'network_g': dict(NETWORK),
         'path': {'pretrain_network_g': None, 'strict_load_g': True, 'resume_state': None},
         'train': {'ema_decay': 0.9, 'optim_g': {'type': 'Adam', 'lr': 1e-3, 'betas': [0.9, 0.99]},

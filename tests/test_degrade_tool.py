@@ -2,6 +2,7 @@
 run as a program (the tools/ script, two worker processes), the others through ``main`` in this
 process (same code, no import cost)."""
 import json
+import shutil
 import subprocess
 import sys
 from types import SimpleNamespace
@@ -117,3 +118,51 @@ def test_bad_options_one_line(hr_dir, tmp_path, run_main, args, key):
 def test_empty_input_folder(tmp_path, run_main):
     result = run_main(tmp_path, '--out', tmp_path / 'o', '--preset', 'ntire23', '--scale', '2')
     assert result.returncode == 2 and 'no images' in result.stderr and not (tmp_path / 'o').exists()
+
+
+def test_shards_merge_to_the_unsharded_output_and_verify(hr_dir, tmp_path, run_main):
+    """Two shards on two 'machines' split the inputs without overlap; merged, they equal the
+    unsharded output and verify; a missing, changed or extra file and a missing shard are each
+    one line and exit status 1."""
+    common = ['--preset', 'ntire23', '--scale', '2', '--save-hr']
+    whole = tmp_path / 'whole'
+    assert run_main(hr_dir, '--out', whole, *common).returncode == 1  # (broken.png)
+    merged = tmp_path / 'merged'
+    names = []
+    for i in (0, 1):
+        out = tmp_path / f'machine{i}'
+        assert run_main(hr_dir, '--out', out, '--shard', f'{i}/2', *common).returncode == (1 if i == 1 else 0)
+        manifest = json.loads((out / f'manifest.shard-{i}-of-2.json').read_text())
+        assert manifest['shard'] == [i, 2] and not (out / 'manifest.json').exists()
+        names.append({p.name for p in out.rglob('*.png')} | set(manifest['failed']))
+        shutil.copytree(out, merged, dirs_exist_ok=True)
+    inputs = sorted(p.name for p in hr_dir.glob('*.png'))
+    assert names[0] | names[1] == set(inputs) | {'broken.png'} and not names[0] & names[1]
+    assert names[0] >= {inputs[0], inputs[2]} and inputs[1] in names[1]  # every 2nd of the sorted list
+    data = {k: v for k, v in read_tree(merged).items() if k.suffix != '.json'}
+    assert data == {k: v for k, v in read_tree(whole).items() if k.suffix != '.json'}
+
+    def verify(folder):
+        result = run_main('--verify', folder)
+        return result.returncode, [line for line in result.stderr.splitlines() if line.startswith('rtsr-degrade:')]
+
+    assert verify(whole) == (1, [f"rtsr-degrade: {whole / 'manifest.json'}: inputs failed: broken.png"])
+    (hr_dir / 'broken.png').rename(tmp_path / 'broken.png')  # a clean input folder: shards verify with no problem
+    try:
+        clean = tmp_path / 'clean'
+        for i in (0, 1):
+            assert run_main(hr_dir, '--out', clean, '--shard', f'{i}/2', *common).returncode == 0
+        assert verify(clean) == (0, [])
+        (clean / 'q90' / 'astronaut.jpg').unlink()  # shard 0 has astronaut and rocket, shard 1 coffee
+        (clean / 'hr' / 'rocket.png').write_bytes(b'changed')
+        (clean / 'q90' / 'extra.jpg').write_bytes(b'x')
+        (clean / 'manifest.shard-1-of-2.json').unlink()
+        code, lines = verify(clean)
+        expected = ['astronaut.jpg: missing', 'rocket.png: content differs', 'shards 1/2 missing',
+                    'coffee.png: not listed', 'coffee.jpg: not listed', 'extra.jpg: not listed']
+        assert code == 1 and len(lines) == len(expected), lines
+        assert all(sum(e in line for line in lines) == 1 for e in expected), lines
+    finally:
+        (tmp_path / 'broken.png').rename(hr_dir / 'broken.png')
+    bad = run_main(hr_dir, '--out', tmp_path / 'x', '--shard', '2/2', *common)
+    assert bad.returncode == 2 and "--shard: '2/2' is not I/N" in bad.stderr

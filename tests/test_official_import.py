@@ -118,10 +118,10 @@ def converted(runs, name):
     assert rc == 0, stderr
     assert stderr.strip() == '', stderr
     opt = yaml.safe_load((out_dir / 'model.yml').read_text())
-    assert set(opt) == {'network_g', 'path'}
     assert opt['path'] == {'pretrain_network_g': str((out_dir / 'model.pth').absolute()), 'param_key_g': 'params',
                            'strict_load_g': True}
-    check_options(opt, 'model.yml')  # pasteable: every type and network keyword is accepted
+    assert opt['num_gpu'] == 'auto' and opt['val']['save_img'] is True and 'train' not in opt['datasets']
+    check_options(opt, 'model.yml', phase='test')  # a complete rtsr-test file: every section, type and keyword
     model = build_network(opt['network_g'])
     checkpoint = torch.load(out_dir / 'model.pth', map_location='cpu', weights_only=True)
     assert set(checkpoint) == {'params', 'network_g'} and checkpoint['network_g'] == opt['network_g']

@@ -157,3 +157,54 @@ def test_avif_lr_is_stored_decoded(tmp_path, capsys):
                                    'dataroots_lq': [str(root / 'db/qp31.lmdb'), str(root / 'db/qp63.lmdb')]})[0]
         assert (disk['lq'] == db['lq']).all() and (disk['gt'] == db['gt']).all()
         assert disk['level_name'] == db['level_name'] == f'qp{level}' and disk['lq_path'].endswith('rocket.avif')
+
+
+def _build_args(root, out, *extra):
+    return ['--hr', root / 'hr', '--lr', root / 'lr' / 'q90', '--scale', 2, '--out', out, '--crop-size', 64,
+            '--step', 48, *extra]
+
+
+def test_map_grows_beyond_its_initial_size(built, tmp_path, capsys):
+    """A 64 KiB initial map holds a fraction of the data; the build doubles it as needed."""
+    code, _, err = run(capsys, *_build_args(built, tmp_path / 'small', '--map-size', 1 << 16))
+    assert code == 0, err
+    stored = read_lmdb(tmp_path / 'small' / 'hr.lmdb')
+    assert (tmp_path / 'small' / 'hr.lmdb' / 'data.mdb').stat().st_size > 1 << 16
+    reference = read_lmdb(built / 'sub' / 'hr.lmdb')
+    assert stored.keys() == reference.keys() and all((stored[k] == reference[k]).all() for k in stored)
+    assert (tmp_path / 'small/hr.lmdb/meta_info.txt').read_text() == (built / 'sub/hr.lmdb/meta_info.txt').read_text()
+
+
+def test_half_built_output_is_refused_then_resumed(built, tmp_path, capsys):
+    """An error in the second image leaves LMDBs without meta_info.txt (unreadable as datasets); the
+    same command completes them, identical to an uninterrupted build; another command is refused."""
+    root = tmp_path / 'src'
+    shutil.copytree(built / 'hr', root / 'hr')
+    shutil.copytree(built / 'lr' / 'q90', root / 'lr' / 'q90')
+    good = (root / 'lr/q90/coffee.jpg').read_bytes()
+    (root / 'lr/q90/coffee.jpg').write_bytes(good[:len(good) // 3])  # the header reads, the pixels do not
+    out = tmp_path / 'out'
+    code, _, err = run(capsys, *_build_args(root, out))
+    assert code == 2 and 'coffee' in err
+    for name in ('hr', 'q90'):
+        assert (out / f'{name}.lmdb' / 'data.mdb').is_file() and not (out / f'{name}.lmdb' / 'meta_info.txt').exists()
+        with pytest.raises(Exception, match='meta_info'):
+            PairedImageDataset({'phase': 'val', 'scale': 2, 'io_backend': {'type': 'lmdb'},
+                                'dataroot_gt': str(out / 'hr.lmdb'), 'dataroot_lq': str(out / 'q90.lmdb')})
+    env = lmdb.open(str(out / 'hr.lmdb'), readonly=True, lock=False)  # (not cached: the build reopens it)
+    with env.begin() as txn:
+        stored = {k.decode() for k in txn.cursor().iternext(values=False)}
+    env.close()
+    assert stored and all(k.startswith('astronaut_') for k in stored)  # the first image, complete
+
+    code, _, err = run(capsys, *_build_args(root, out, '--step', 32))
+    assert code == 2 and 'half-built' in err
+    (root / 'lr/q90/coffee.jpg').write_bytes(good)
+    code, stdout, err = run(capsys, *_build_args(root, out))
+    assert code == 0 and f'{len(stored)} keys already stored' in stdout, err
+    assert not (out / tool.BUILD_MARKER).exists()
+    for name in ('hr', 'q90'):
+        meta = f'{name}.lmdb/meta_info.txt'
+        assert (out / meta).read_text() == (built / 'sub' / meta).read_text()
+        resumed, reference = read_lmdb(out / f'{name}.lmdb'), read_lmdb(built / 'sub' / f'{name}.lmdb')
+        assert resumed.keys() == reference.keys() and all((resumed[k] == reference[k]).all() for k in resumed)

@@ -117,3 +117,33 @@ def test_cuda_without_gpu_is_a_clear_error(tmp_path, capsys):
     assert runtime.main(['--arch', 'LRSRN', '--device', 'cuda', '--out', str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and 'needs a CUDA GPU' in err[0]
+
+
+def test_several_models_keep_going_and_exclude(tmp_path, capsys):
+    """--arch with several names; --keep-going turns a failing model into a row with its error
+    (the others are measured and plotted); --all --exclude leaves architectures out."""
+    out = tmp_path / 'out'
+    assert runtime.main(['--arch', 'RT4KSR', 'NOPE', '--keep-going', *CPU, '--out', str(out)]) == 0
+    rows = json.loads((out / 'runtime_4k.json').read_text())['results']
+    assert [r['model'] for r in rows] == ['RT4KSR', 'NOPE']
+    assert rows[0]['latency_ms'] > 0 and 'error' not in rows[0]
+    assert set(rows[1]) == {'model', 'error'} and "'NOPE' is not a registered architecture" in rows[1]['error']
+    assert '| NOPE |' in (out / 'runtime_4k.md').read_text() and (out / 'latency_vs_params.png').is_file()
+    # without --keep-going the failure ends the run with one line; what was measured before is kept
+    assert runtime.main(['--arch', 'RT4KSR', 'NOPE', *CPU, '--out', str(tmp_path / 'strict')]) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith('rtsr-runtime')]  # no tqdm
+    assert len(err) == 1 and "'NOPE' is not a registered architecture" in err[0], err
+    kept = json.loads((tmp_path / 'strict' / 'runtime_4k.json').read_text())['results']
+    assert [r['model'] for r in kept] == ['RT4KSR']
+
+    others = [name for name in runtime.sr_architectures() if name != 'LRSRN']
+    assert runtime.main(['--all', '--exclude', *others, *CPU, '--out', str(tmp_path / 'all')]) == 0
+    rows = json.loads((tmp_path / 'all' / 'runtime_4k.json').read_text())['results']
+    assert [r['model'] for r in rows] == ['LRSRN']
+    assert runtime.main(['--all', '--exclude', 'LRSRN', 'Nope', *CPU, '--out', str(tmp_path / 'x')]) == 2
+    assert runtime.main(['--arch', 'LRSRN', '--exclude', 'RT4KSR', *CPU, '--out', str(tmp_path / 'x')]) == 2
+    assert runtime.main(['--arch', 'LRSRN', 'RT4KSR', '--set', 'upscale=3', *CPU, '--out', str(tmp_path / 'x')]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[0].endswith('--exclude: Nope: not registered rtsr_arch architectures')
+    assert err[1].endswith('--exclude applies to --all') and '--set applies to one model' in err[2]
+    assert not (tmp_path / 'x').exists()

@@ -18,6 +18,7 @@ import rtsr_arch  # noqa: F401  (registers before basicsr is imported)
 from basicsr.models import build_model
 from rtsr_arch.data.degradations import ntire23_lr
 from rtsr_arch.models.lr_scheduler import build_scheduler
+from rtsr_arch.models import rtsr_model
 from rtsr_arch.models.rtsr_model import loss_log_name
 from rtsr_arch.utils.options import build_network
 from rtsr_arch.utils.resume import load_resume_state
@@ -145,9 +146,10 @@ def test_rtsr_training_reduces_loss_and_exports_deploy(data_root, tmp_path, prec
     assert not list(models.glob('.*.tmp'))
 
 
-def test_fp16_scaler_optimizer_and_ema_resume_exactly(data_root, tmp_path):
+def test_fp16_scaler_optimizer_and_ema_resume_exactly(data_root, tmp_path, monkeypatch):
     """fp16 autocast with a GradScaler: after a few steps the training state holds scaler,
     optimizer, scheduler and EMA; a fresh model resumed from it equals the original in all four."""
+    monkeypatch.setattr(rtsr_model, 'FP16_DEVICES', ('cuda', 'cpu'))  # fp16 on the CPU (slow; 5 small steps)
     opt = _options(data_root, 'fp16', 10, mixed_precision='fp16',
                    scheduler={'type': 'CosineRestartCyclesLR', 'cycle_iters': 4, 'num_cycles': 2})
     model = _model(opt, tmp_path)

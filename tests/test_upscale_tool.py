@@ -61,7 +61,7 @@ def test_folder_with_a_corrupt_file(photos, small_model, tmp_path, capsys):
     the truncated file is one stderr line naming it; exit status 1; a rerun skips every output
     and --overwrite redoes them."""
     out = tmp_path / 'out'
-    assert main([str(small_model), str(photos), '--out', str(out)]) == 1
+    assert main([str(small_model), str(photos), '--out', str(out), '--backend', 'torch']) == 1
     captured = capsys.readouterr()
     naming = [line for line in _lines(captured.err) if 'broken.png' in line]
     assert len(naming) == 1 and naming[0].startswith('rtsr-upscale: error: ')
@@ -72,14 +72,15 @@ def test_folder_with_a_corrupt_file(photos, small_model, tmp_path, capsys):
         result = _read(out / f'{name}_x2.png')
         assert result.shape == (2 * h, 2 * w, 3)
         assert np.array_equal(result, upscale_image(net, _read(photos / f'{name}.png')))
-    assert re.search(r'3 upscaled x2 .*[0-9.]+ images/s; 0 skipped .*1 failed', captured.out)
+    assert re.search(r'3 upscaled x2 \(torch\) .*[0-9.]+ frames/s; 0 skipped .*1 failed', captured.out)
 
     # resume: existing outputs are skipped (a changed output stays changed), --overwrite redoes them
     marker = np.zeros((2, 2, 3), np.uint8)
     Image.fromarray(marker).save(out / 'chelsea_x2.png')
     assert main([str(small_model), str(photos), '--out', str(out)]) == 1
     assert '0 upscaled x2' in capsys.readouterr().out and _read(out / 'chelsea_x2.png').shape == (2, 2, 3)
-    assert main([str(small_model), str(photos / 'chelsea.png'), '--out', str(out), '--overwrite', '--quiet']) == 0
+    assert main([str(small_model), str(photos / 'chelsea.png'), '--out', str(out), '--overwrite', '--quiet',
+                 '--backend', 'torch']) == 0
     assert _read(out / 'chelsea_x2.png').shape == (66, 66, 3)
     assert not [p for p in out.iterdir() if p.name.startswith('.')]  # no temporary files left
 
@@ -123,7 +124,8 @@ def test_avif_input(small_model, tmp_path):
         pytest.skip(str(exc))
     (tmp_path / 'in').mkdir()
     (tmp_path / 'in' / 'rocket.avif').write_bytes(data)
-    assert main([str(small_model), str(tmp_path / 'in'), '--out', str(tmp_path / 'out'), '--quiet']) == 0
+    assert main([str(small_model), str(tmp_path / 'in'), '--out', str(tmp_path / 'out'), '--quiet',
+                 '--backend', 'torch']) == 0
     result = _read(tmp_path / 'out' / 'rocket_x2.png')
     assert np.array_equal(result, upscale_image(load_model(small_model), avif_decode(data)))
 
@@ -169,7 +171,8 @@ def test_plain_basicsr_checkpoint_with_opt(photos, tmp_path, capsys):
     yml = tmp_path / 'train.yml'
     yml.write_text(yaml.safe_dump({'network_g': opt, 'path': {'param_key_g': 'params'}}))
     out = tmp_path / 'out'
-    assert main([str(ckpt), str(photos / 'chelsea.png'), '--out', str(out), '--opt', str(yml), '--quiet']) == 0
+    assert main([str(ckpt), str(photos / 'chelsea.png'), '--out', str(out), '--opt', str(yml), '--quiet',
+                 '--backend', 'torch']) == 0
     result = _read(out / 'chelsea_x3.png')
     assert result.shape == (99, 99, 3)
     assert np.array_equal(result, upscale_image(reparameterize(net).eval(), _read(photos / 'chelsea.png')))

@@ -18,8 +18,8 @@ from ..loader import save_checkpoint
 from ..utils.options import OptionsError, dump_options, load_options, parse_overrides
 
 __all__ = ['Parser', 'CommandError', 'run_command', 'error_line', 'same_file', 'check_outputs', 'checkpoint_paths',
-           'write_checkpoint_and_yml', 'add_model_arguments', 'model_arguments', 'torch_device',
-           'CHECKPOINT_SUFFIXES']
+           'write_checkpoint_and_yml', 'add_test_set_arguments', 'given_test_set', 'rtsr_test_options',
+           'add_model_arguments', 'model_arguments', 'torch_device', 'CHECKPOINT_SUFFIXES']
 
 CHECKPOINT_SUFFIXES = ('.pth', '.pt', '.safetensors')
 
@@ -91,17 +91,70 @@ def checkpoint_paths(out):
     return out, out.with_suffix('.yml')
 
 
-def write_checkpoint_and_yml(out, yml, params, network_opt, options, extra_params=None):
-    """Write the checkpoint (options embedded), then the option file ``options`` beside it; if the
-    YAML cannot be written, a checkpoint that did not exist before is removed again."""
+def write_checkpoint_and_yml(out, yml, params, network_opt, options, extra_params=None, header=None):
+    """Write the checkpoint (options embedded), then the option file ``options`` (``header``:
+    comment lines) beside it; if the YAML cannot be written, a checkpoint that did not exist
+    before is removed again."""
     existed = out.exists()
     save_checkpoint(out, params, network_opt, extra_params)
     try:
-        dump_options(options, yml)
+        dump_options(options, yml, header)
     except BaseException:
         if not existed:
             out.unlink(missing_ok=True)
         raise
+
+
+# ----------------------------------------------------------------------------- option files for rtsr-test
+
+PLACEHOLDER_SET = {'dataroot_gt': 'datasets/CHANGE_ME/HR', 'dataroot_lq': 'datasets/CHANGE_ME/LR'}
+DEFAULT_METRICS = {'psnr': {'type': 'calculate_psnr', 'crop_border': 0, 'test_y_channel': False},
+                   'ssim': {'type': 'calculate_ssim', 'crop_border': 0, 'test_y_channel': False}}
+
+
+def add_test_set_arguments(parser):
+    """``--test-gt`` / ``--test-lq``: the folders of the test set of the option file written."""
+    parser.add_argument('--test-gt', metavar='DIR', help='HR folder of the test set in OUT.yml (with --test-lq)')
+    parser.add_argument('--test-lq', metavar='DIR', help='LR folder, same file names as the HR (PairedImageDataset)')
+
+
+def given_test_set(args):
+    """``{'dataroot_gt', 'dataroot_lq'}`` from ``--test-gt``/``--test-lq`` (absolute), or None."""
+    if (args.test_gt is None) != (args.test_lq is None):
+        raise CommandError('--test-gt and --test-lq go together (the HR and LR folders of one test set)')
+    if args.test_gt is None:
+        return None
+    return {'dataroot_gt': str(Path(args.test_gt).absolute()), 'dataroot_lq': str(Path(args.test_lq).absolute())}
+
+
+def rtsr_test_options(name, network_opt, checkpoint, param_key, scale, folders=None, source_options=None):
+    """``(options, header lines)``: a complete ``rtsr-test`` option file for ``checkpoint``.
+
+    Its test sets are ``folders`` (:func:`given_test_set`) when given, else the validation sets
+    of ``source_options`` (a training option file), else one ``PairedImageDataset`` whose
+    ``datasets/CHANGE_ME`` folders the header asks to change; ``num_gpu: auto``; SR images saved
+    (``val.save_img: true``); the metrics of ``source_options`` or PSNR and SSIM on RGB."""
+    source_options = source_options or {}
+    datasets = {} if folders else {key: dict(d) for key, d in (source_options.get('datasets') or {}).items()
+                                   if key != 'train' and isinstance(d, dict)}
+    folders = folders or PLACEHOLDER_SET
+    if not datasets:
+        datasets = {'test_1': {'name': Path(folders['dataroot_gt']).parent.name or 'test', 'type': 'PairedImageDataset',
+                               **folders, 'filename_tmpl': '{}', 'io_backend': {'type': 'disk'}}}
+    options = {'name': name, 'model_type': 'RTSRModel', 'scale': scale, 'num_gpu': 'auto', 'manual_seed': 0,
+               'datasets': datasets, 'network_g': dict(network_opt),
+               'path': {'pretrain_network_g': str(Path(checkpoint).resolve()), 'param_key_g': param_key,
+                        'strict_load_g': True},
+               'val': {'save_img': True, 'suffix': name,
+                       'metrics': (source_options.get('val') or {}).get('metrics') or DEFAULT_METRICS}}
+    header = [f'rtsr-test -opt THIS_FILE: evaluates {Path(checkpoint).name} on every dataset below; metrics in the',
+              f'log, SR images as PNG under results/{name}/visualization/ (in the current directory).']
+    if datasets.get('test_1', {}).get('dataroot_gt') == PLACEHOLDER_SET['dataroot_gt']:
+        header.append('CHANGE ME: datasets.test_1 dataroot_gt / dataroot_lq (HR and LR folders with the same file '
+                      'names), or write this file again with --test-gt DIR --test-lq DIR.')
+    if Path(checkpoint).suffix == '.safetensors':
+        header.append('BasicSR (rtsr-test) loads .pth checkpoints only: write the checkpoint as .pth to test it.')
+    return options, header
 
 
 # ----------------------------------------------------------------------------- models and devices

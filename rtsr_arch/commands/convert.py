@@ -9,30 +9,32 @@ detection matches the weights and says which; ``--arch NAME`` forces one. The im
 network options from the weights (``--set key=value`` overrides them; values are YAML), the
 network is built and loaded strictly, and OUT (``.pth``: ``{'params', 'network_g'}``, BasicSR's
 layout plus the options; or ``.safetensors``: the options in its metadata) is written with OUT.yml
-beside it (``network_g`` and ``path`` to paste into a BasicSR option file). The input is never
+beside it: a complete ``rtsr-test`` option file (see
+:func:`~rtsr_arch.commands.common.rtsr_test_options`; ``--test-gt``/``--test-lq`` give its test
+set). A network in training form (reparameterizable blocks not fused) is said so, in the output
+and in OUT.yml's header, with the ``rtsr-reparam`` command that fuses it. The input is never
 written over, existing outputs only with ``--overwrite``; any error is one line on stderr, exit
 status 2, and nothing is written.
 """
+import copy
 import sys
-from pathlib import Path
 
 from rtsr_arch.archs.official import get_importer
-from rtsr_arch.commands.common import (Parser, check_outputs, checkpoint_paths, run_command,
-                                       write_checkpoint_and_yml)
+from rtsr_arch.archs.rep import reparameterize
+from rtsr_arch.commands.common import (Parser, add_test_set_arguments, check_outputs, checkpoint_paths,
+                                       rtsr_test_options, run_command, given_test_set, write_checkpoint_and_yml)
 from rtsr_arch.loader import import_official, read_checkpoint
-from rtsr_arch.utils.options import parse_overrides
+from rtsr_arch.utils.options import network_upscale, parse_overrides
 
-__all__ = ['main', 'convert_official', 'basicsr_options']
+__all__ = ['main', 'convert_official', 'in_training_form']
 
 DESCRIPTION = 'An official third-party checkpoint -> a checkpoint of this package.'
 PROG = 'rtsr-convert'
 
 
-def basicsr_options(network_opt, checkpoint, param_key='params'):
-    """The ``network_g`` and ``path`` sections that load ``checkpoint`` in a BasicSR option file."""
-    return {'network_g': dict(network_opt),
-            'path': {'pretrain_network_g': str(Path(checkpoint).absolute()), 'param_key_g': param_key,
-                     'strict_load_g': True}}
+def in_training_form(model):
+    """Whether reparameterizing ``model`` changes its weights (blocks left to fuse)."""
+    return set(reparameterize(copy.deepcopy(model)).state_dict()) != set(model.state_dict())
 
 
 def convert_official(source, arch='auto', overrides=None):
@@ -54,15 +56,23 @@ def body(argv):
     parser.add_argument('--set', action='append', default=[], metavar='KEY=VALUE',
                         help='override an inferred network option (value parsed as YAML); repeatable')
     parser.add_argument('--overwrite', action='store_true', help='replace existing output files')
+    add_test_set_arguments(parser)
     args = parser.parse_args(argv)
 
     out, yml = checkpoint_paths(args.out)
     check_outputs((out, yml), {'--input': args.input}, args.overwrite)
+    folders = given_test_set(args)
     overrides = parse_overrides(args.set)
     model, result, arch = convert_official(args.input, args.arch, overrides)
 
-    write_checkpoint_and_yml(out, yml, model.state_dict(), result.network_opt,
-                             basicsr_options(result.network_opt, out))
+    options, header = rtsr_test_options(out.stem, result.network_opt, out, 'params',
+                                        network_upscale(result.network_opt), folders)
+    header = [f'{args.input} converted by {PROG}.', *header]
+    training = in_training_form(model)
+    fuse = f'rtsr-reparam --ckpt {out} writes the fused (deploy) checkpoint and its .yml.'
+    if training:
+        header.append(f'Training form (deploy: false): evaluated as is (same output, slower); {fuse}')
+    write_checkpoint_and_yml(out, yml, model.state_dict(), result.network_opt, options, header=header)
     if args.arch == 'auto':
         print(f'detected: {arch}')
     for note in result.notes:
@@ -70,6 +80,8 @@ def body(argv):
     print('network_g: ' + ', '.join(f'{k}: {v}' for k, v in result.network_opt.items()))
     print(f'parameters: {sum(p.numel() for p in model.parameters()):,}')
     print(f'wrote {out} and {yml}')
+    if training:
+        print(f'note: the network is in training form; {fuse}')
     return 0
 
 

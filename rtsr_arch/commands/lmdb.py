@@ -17,11 +17,21 @@ Values are PNG written by OpenCV as ``basicsr.utils.lmdb_util`` writes them, so 
 ``Degradation.decode``) so reading needs no AVIF decoder. ``--verify`` decodes every key of every
 LMDB in a folder, checks meta_info shapes, identical key sets and LR = HR / scale; exits 1 on any
 problem. Bad input is a one-line error and exit status 2.
+
+Robust on large data: each image's sub-images are committed in one transaction, and a full map
+is doubled (``--map-size`` is only the start); ``meta_info.txt`` is written last (atomically), so
+an LMDB without it is half-built, and BasicSR and this package refuse to read it. While a build
+runs, ``OUT/.rtsr-lmdb-build.json`` records its settings; a build stopped by an error or a kill is
+resumed by running the same command again (images already stored are skipped), a different
+command on a half-built OUT is refused.
 """
+import json
 import re
+import struct
 import sys
 from pathlib import Path
 
+import lmdb
 import numpy as np
 from tqdm import tqdm
 
@@ -29,13 +39,56 @@ from rtsr_arch.commands.common import CommandError, Parser, run_command
 from rtsr_arch.data.codecs import CodecUnavailableError
 from rtsr_arch.data.degradations import crop_to_multiple
 from rtsr_arch.data.image_io import DatasetError, ImageSet, decode_image, encode_png, lmdb_env
-from basicsr.utils.lmdb_util import LmdbMaker
+from rtsr_arch.utils.checkpoint import atomic_write
 
-__all__ = ['main', 'build', 'verify', 'windows']
+__all__ = ['main', 'build', 'verify', 'windows', 'LmdbWriter', 'BUILD_MARKER']
 
 DESCRIPTION = 'HR and LR images -> aligned sub-images, each set stored as a BasicSR LMDB.'
 PROG = 'rtsr-lmdb'
 HR_NAME = 'hr'
+BUILD_MARKER = '.rtsr-lmdb-build.json'
+_PNG_CHANNELS = {0: 1, 2: 3, 3: 3, 4: 2, 6: 4}  # PNG colour type -> channels
+
+
+class LmdbWriter:
+    """A BasicSR LMDB written in transactions that a kill or an error never leaves half-done,
+    whose map grows when full, and whose ``meta_info.txt`` (keys in put order, shapes read back from
+    the stored PNG headers) is written by :meth:`close` only. Opening an existing half-built LMDB
+    continues it: :attr:`stored` holds the keys already committed."""
+
+    def __init__(self, path, map_size, compress_level):
+        self.path, self.compress_level, self.keys = Path(path), compress_level, []
+        self.env = lmdb.open(str(path), map_size=map_size)
+        with self.env.begin() as txn:
+            self.stored = {key.decode('ascii') for key in txn.cursor().iternext(values=False)}
+
+    def put(self, items):
+        """Store ``[(key, png bytes)]`` in one transaction; keys already stored are skipped."""
+        items = [(k, v) for k, v in items if k not in self.stored]
+        while items:
+            try:
+                with self.env.begin(write=True) as txn:
+                    for key, value in items:
+                        txn.put(key.encode('ascii'), value)
+                break
+            except lmdb.MapFullError:  # the transaction was aborted: grow the map and write it again
+                self.env.set_mapsize(2 * self.env.info()['map_size'])
+        self.stored.update(k for k, _ in items)
+
+    def close(self):
+        """Write ``meta_info.txt`` for the keys given to :meth:`expect` and close."""
+        lines = []
+        with self.env.begin(buffers=True) as txn:
+            for key in self.keys:
+                header = bytes(txn.get(key.encode('ascii'))[16:26])  # the PNG IHDR chunk's fields
+                w, h, _, colour = struct.unpack('>IIBB', header)
+                lines.append(f'{key}.png ({h},{w},{_PNG_CHANNELS[colour]}) {self.compress_level}\n')
+        self.env.close()
+        atomic_write(self.path / 'meta_info.txt', lambda f: f.write(''.join(lines).encode()))
+
+    def expect(self, key):
+        """Record ``key`` for meta_info.txt (in order), stored now or by an earlier run."""
+        self.keys.append(key)
 
 
 def windows(size, crop, step, thresh):
@@ -86,34 +139,58 @@ def build(args):
             check_lr_size(lr, hr_set, key, lr.size(key), (h - h % scale, w - w % scale), scale)
     out = Path(args.out)
     targets = {HR_NAME: out / f'{HR_NAME}.lmdb', **{name: out / f'{name}.lmdb' for name in lrs}}
+    settings = {'hr': str(Path(args.hr).resolve()), 'lr': {n: str(Path(s.root).resolve()) for n, s in lrs.items()},
+                'scale': scale, 'crop_size': crop, 'step': step, 'thresh_size': args.thresh_size,
+                'compress_level': args.compress_level}
+    marker = out / BUILD_MARKER
+    resuming = marker.is_file()
+    if resuming and json.loads(marker.read_text()) != settings:
+        raise DatasetError(f'--out: {out} holds a half-built LMDB set from other settings ({marker}); '
+                           'rerun that command to complete it, or remove the folder')
     for path in targets.values():
-        if path.exists():
+        if path.exists() and not resuming:
             raise DatasetError(f'--out: {path} already exists')
     out.mkdir(parents=True, exist_ok=True)
-    makers = {name: LmdbMaker(str(path), map_size=args.map_size, compress_level=args.compress_level)
-              for name, path in targets.items()}
+    atomic_write(marker, lambda f: f.write(json.dumps(settings, indent=1).encode()))
+    writers = {name: LmdbWriter(path, args.map_size, args.compress_level) for name, path in targets.items()}
+    if resuming:
+        print(f'{PROG}: resuming a half-built {out}: {len(writers[HR_NAME].stored)} keys already stored', flush=True)
     skipped, count = [], 0
-    for key in tqdm(hr_set.keys, unit='image', desc='images'):
-        hr = crop_to_multiple(hr_set.read(key), scale)
-        images = {HR_NAME: hr}
-        for name, lr_set in lrs.items():
-            images[name] = lr_set.read(key)
-            check_lr_size(lr_set, hr_set, key, images[name].shape[:2], hr.shape[:2], scale)
-        if crop and min(hr.shape[:2]) < crop:
-            skipped.append(key)
-            continue
-        boxes = [(0, 0, *hr.shape[:2])] if not crop else [
-            (top, left, crop, crop) for top in windows(hr.shape[0], crop, step, args.thresh_size)
-            for left in windows(hr.shape[1], crop, step, args.thresh_size)]
-        for index, (top, left, h, w) in enumerate(boxes, 1):
-            sub_key = f'{key}_s{index:03d}' if crop else key
+    try:
+        for key in tqdm(hr_set.keys, unit='image', desc='images'):
+            h, w = hr_set.size(key)
+            if crop and min(h - h % scale, w - w % scale) < crop:
+                skipped.append(key)
+                continue
+            if crop:
+                boxes = [(top, left, crop, crop) for top in windows(h - h % scale, crop, step, args.thresh_size)
+                         for left in windows(w - w % scale, crop, step, args.thresh_size)]
+                sub_keys = [f'{key}_s{index:03d}' for index in range(1, len(boxes) + 1)]
+            else:
+                boxes, sub_keys = [(0, 0, h - h % scale, w - w % scale)], [key]
+            for writer in writers.values():
+                for sub_key in sub_keys:
+                    writer.expect(sub_key)
+            count += len(sub_keys)
+            if all(k in writer.stored for writer in writers.values() for k in sub_keys):
+                continue  # stored by an earlier, interrupted run
+            hr = crop_to_multiple(hr_set.read(key), scale)
+            images = {HR_NAME: hr}
+            for name, lr_set in lrs.items():
+                images[name] = lr_set.read(key)
+                check_lr_size(lr_set, hr_set, key, images[name].shape[:2], hr.shape[:2], scale)
             for name, img in images.items():
                 f = 1 if name == HR_NAME else scale
-                patch = np.ascontiguousarray(img[top // f:(top + h) // f, left // f:(left + w) // f])
-                makers[name].put(encode_png(patch, args.compress_level), sub_key, patch.shape)
-            count += 1
-    for maker in makers.values():
-        maker.close()
+                writers[name].put([(sub_key, encode_png(np.ascontiguousarray(
+                    img[top // f:(top + bh) // f, left // f:(left + bw) // f]), args.compress_level))
+                    for sub_key, (top, left, bh, bw) in zip(sub_keys, boxes)])
+    except BaseException:  # leave the LMDBs half-built (no meta_info.txt) for a rerun to complete
+        for writer in writers.values():
+            writer.env.close()
+        raise
+    for writer in writers.values():
+        writer.close()
+    marker.unlink()
     if skipped:
         print(f'{PROG}: warning: skipped {len(skipped)} images smaller than --crop-size {crop} '
               f'(first: {hr_set.where(skipped[0])})', file=sys.stderr)
@@ -168,7 +245,8 @@ def body(argv):
     parser.add_argument('--step', type=int, default=240, help='HR sub-image stride')
     parser.add_argument('--thresh-size', type=int, default=0, help='add a border window when more pixels remain')
     parser.add_argument('--compress-level', type=int, default=1, help='PNG compression level (BasicSR: 1)')
-    parser.add_argument('--map-size', type=int, default=1 << 40, help='LMDB map size in bytes (sparse)')
+    parser.add_argument('--map-size', type=int, default=1 << 30,
+                        help='initial LMDB map size in bytes (doubled whenever full)')
     parser.add_argument('--verify', metavar='FOLDER', help='check the LMDBs in FOLDER instead of building')
     args = parser.parse_args(argv)
     try:

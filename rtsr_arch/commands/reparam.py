@@ -12,8 +12,10 @@ recognised by an importer. ``params`` and ``params_ema`` (whichever exist; an of
 has one set) are converted, the deploy and training forms are compared on a random input
 (float64 and float32), and OUT (default ``<ckpt>_deploy.pth``; ``.pth``: every set plus the deploy
 ``network_g``; ``.safetensors``: one set, ``params_ema`` if present else ``params``) is written
-with OUT.yml beside it: the option file (or just ``network_g`` and ``path``) with
-``network_g.deploy: true`` and ``path.pretrain_network_g`` set to OUT. Never writes over
+with OUT.yml beside it: a complete ``rtsr-test`` option file for OUT (``network_g.deploy: true``,
+``num_gpu: auto``, ``save_img: true``; test sets: ``--test-gt``/``--test-lq``, else the
+validation sets and metrics of ``--opt``, else a ``CHANGE_ME`` pair of folders its header points
+to; see :func:`~rtsr_arch.commands.common.rtsr_test_options`). Never writes over
 ``--ckpt``/``--opt``, nor over existing files without ``--overwrite``. Exits 1 when the forms
 disagree and 2 on bad input (one-line error), writing nothing in either case.
 """
@@ -21,11 +23,12 @@ import sys
 from pathlib import Path
 
 from rtsr_arch.archs.official import official_state_dict
-from rtsr_arch.commands.common import Parser, check_outputs, checkpoint_paths, run_command, write_checkpoint_and_yml
+from rtsr_arch.commands.common import (Parser, add_test_set_arguments, check_outputs, checkpoint_paths,
+                                       rtsr_test_options, run_command, given_test_set, write_checkpoint_and_yml)
 from rtsr_arch.loader import read_checkpoint, resolve_checkpoint
 from rtsr_arch.utils.checkpoint import CheckpointError
 from rtsr_arch.utils.deploy import deploy_options, deploy_state_dict
-from rtsr_arch.utils.options import OptionsError, load_options
+from rtsr_arch.utils.options import OptionsError, load_options, network_upscale
 
 __all__ = ['main', 'weight_sets']
 
@@ -76,10 +79,12 @@ def body(argv):
     parser.add_argument('--out', help='deploy checkpoint to write, .pth or .safetensors '
                                       '(default: <ckpt>_deploy.pth); OUT.yml is written beside it')
     parser.add_argument('--overwrite', action='store_true', help='replace existing output files')
+    add_test_set_arguments(parser)
     args = parser.parse_args(argv)
     ckpt = Path(args.ckpt)
     out, yml = checkpoint_paths(args.out or ckpt.with_name(f'{ckpt.stem}_deploy.pth'))
     check_outputs((out, yml), {'--ckpt': ckpt, '--opt': args.opt}, args.overwrite)
+    folders = given_test_set(args)
 
     network_opt, sets, options = network_and_weights(ckpt, args.opt)
     converted, failed = {}, []
@@ -106,11 +111,10 @@ def body(argv):
     else:
         params, extra = converted.get('params', converted[key]), {k: v for k, v in converted.items() if k != 'params'}
         param_key = key
-    options = dict(options or {})
-    options['network_g'] = deploy_opt
-    options['path'] = {**{k: v for k, v in (options.get('path') or {}).items() if k != 'resume_state'},
-                       'pretrain_network_g': str(out.resolve()), 'param_key_g': param_key, 'strict_load_g': True}
-    write_checkpoint_and_yml(out, yml, params, deploy_opt, options, extra)
+    options, header = rtsr_test_options(out.stem, deploy_opt, out, param_key, network_upscale(deploy_opt), folders,
+                                        options)
+    header = [f'The deploy form of {ckpt}, written by {PROG}.', *header]
+    write_checkpoint_and_yml(out, yml, params, deploy_opt, options, extra, header)
     print(f"wrote {out} ({', '.join(converted if extra is not None else [key])}) and {yml}")
     return 0
 

@@ -4,7 +4,8 @@
     rtsr-runtime -opt options/test/LRSRN/test_LRSRN_x2.yml
     rtsr-runtime --ckpt LRSRN_x2_deploy.pth             # any checkpoint load_model reads (options embedded,
                                                         # a .yml beside it, or official: --set act_type=gelu)
-    rtsr-runtime --all                                  # every architecture of rtsr_arch
+    rtsr-runtime --all [--exclude LRSRN ...]            # every architecture of rtsr_arch
+    rtsr-runtime --arch LRSRN RT4KSR --keep-going       # several; a failing model or path is a row note
 
 The official protocol (default on CUDA): output 3840x2160, input (1, 3, 2160/s, 3840/s)
 (``--portrait``: the official script's (1, 3, 3840/s, 2160/s)), rounded to the network's
@@ -16,11 +17,15 @@ reported in their own columns, never mixed into the official figure. On CPU (``-
 no CUDA) latency is wall-clock on a ``--cpu-crop`` input (also rounded to ``input_multiple``) and
 labelled as such; the ``input`` column is the timed input's size. Efficiency metrics follow the
 NTIRE 2023 ESR counters (ofsoundof/NTIRE2023_ESR), at 256x256 (rounded likewise) and at 4K.
-Writes OUT/runtime_4k.{md,csv,json} and OUT/latency_vs_params.png; with ``--psnr FILE`` (a JSON
-or CSV of model name -> PSNR) also the NTIRE 2023 RTSR score and latency_vs_psnr.png.
+Writes OUT/runtime_4k.{md,csv,json} and OUT/latency_vs_params.png, rewritten after every model (a
+run killed by a time limit keeps the models measured so far); with ``--psnr FILE`` (a JSON or CSV
+of model name -> PSNR) also the NTIRE 2023 RTSR score and latency_vs_psnr.png. ``--keep-going``
+(for unattended runs): a model or optional path that fails (out of memory, an optimized output
+that disagrees) is recorded in the row's ``error`` column and the run goes on.
 """
 import copy
 import csv
+import io
 import json
 import platform
 import sys
@@ -35,13 +40,14 @@ import rtsr_arch
 from rtsr_arch.archs.contract import SRArch
 from rtsr_arch.commands.common import CommandError, Parser, error_line, run_command
 from rtsr_arch.loader import load_model, resolve_checkpoint
+from rtsr_arch.utils.checkpoint import atomic_write
 from rtsr_arch.utils.efficiency import (count_ntire_esr, memory_traffic, ntire23_rtsr_score, summarize_traffic,
                                         traffic_bound_ms)
 from rtsr_arch.utils.options import OptionsError, build_network, load_options, parse_overrides
 from rtsr_arch.utils.timing import (check_same_output, cuda_copy_bandwidth_gbs, cuda_matmul_tflops, require_cuda,
                                     time_cpu, time_cuda)
 
-__all__ = ['main', 'sr_architectures', 'model_specs', 'input_shape', 'measure']
+__all__ = ['main', 'sr_architectures', 'model_specs', 'input_shape', 'measure', 'set_best_optional', 'write_reports']
 
 DESCRIPTION = 'Latency of real-time 4K SR networks, the NTIRE 2023 RTSR way, with efficiency metrics.'
 PROG = 'rtsr-runtime'
@@ -87,14 +93,20 @@ def model_specs(args):
     """``[(label, build)]`` for the models asked for; ``build()`` returns ``(deploy network,
     training-form parameter count)``."""
     overrides = parse_overrides(args.set)
-    if args.all:
+    if args.exclude and not args.all:
+        raise CommandError('--exclude applies to --all')
+    if args.all or (args.arch and len(args.arch) > 1):
         if overrides:
-            raise CommandError('--set applies to one model (--arch, -opt or --ckpt), not to --all')
-        return [(name, lambda name=name: from_options({'type': name}, name)) for name in sr_architectures()]
+            raise CommandError('--set applies to one model (--arch NAME, -opt or --ckpt), not to several')
+        unknown = sorted(set(args.exclude) - set(sr_architectures()))
+        if unknown:
+            raise CommandError(f"--exclude: {', '.join(unknown)}: not registered rtsr_arch architectures")
+        names = [n for n in sr_architectures() if n not in args.exclude] if args.all else args.arch
+        return [(name, lambda name=name: from_options({'type': name}, name)) for name in names]
     if args.arch:
-        opt = {'type': args.arch, **overrides}
-        label = args.arch + ''.join(f' {k}={v}' for k, v in overrides.items())
-        return [(label, lambda: from_options(opt, args.arch))]
+        opt = {'type': args.arch[0], **overrides}
+        label = args.arch[0] + ''.join(f' {k}={v}' for k, v in overrides.items())
+        return [(label, lambda: from_options(opt, args.arch[0]))]
     if args.opt:
         opt = load_options(args.opt).get('network_g')
         if not isinstance(opt, dict):
@@ -191,34 +203,58 @@ def measure(label, net, train_params, args, hw):
         row['measured_over_bound'] = stats.mean_ms / row['bound_ms']
 
     rtol = 1e-2 if args.precision in ('fp16', 'bf16', 'autocast') else 1e-4
-    best = stats.mean_ms
-    if args.channels_last:
-        f, xi = cast(net, x, args.precision, channels_last=True)
-        check_same_output(eager_out, f(xi), 'channels_last', rtol)
-        row['channels_last_ms'] = timer(f, xi).mean_ms
-        best = min(best, row['channels_last_ms'])
-    if args.compile:
-        f, xi = cast(net, x, args.precision, channels_last=args.channels_last)
-        f = torch.compile(f, mode=args.compile)
+
+    def checked(name, make):  # the optimized callable ``make(x)`` builds, checked against eager
+        f, xi = make(x)
         with torch.no_grad():
-            check_same_output(eager_out, f(xi), f'torch.compile({args.compile})', rtol)
-        row['compile_ms'] = timer(f, xi).mean_ms
-        best = min(best, row['compile_ms'])
-    if args.cuda_graph:
-        f, xi = cast(net, x, args.precision, channels_last=args.channels_last)
-        f = cuda_graph(f, xi)
-        check_same_output(eager_out, f(xi), 'CUDA graph', rtol)
-        row['cuda_graph_ms'] = timer(f, xi).mean_ms
-        best = min(best, row['cuda_graph_ms'])
-    if args.batch > 1:
+            check_same_output(eager_out, f(xi), name, rtol)
+        return timer(f, xi).mean_ms
+
+    def batched():
         xb = torch.rand(input_shape(net, args.portrait, args.batch, None if cuda else args.cpu_crop), device=device)
-        f, xi = cast(net, xb, args.precision, channels_last=args.channels_last)
-        row[f'batch{args.batch}_fps'] = timer(f, xi).fps
-    if best < stats.mean_ms:
+        return timer(*cast(net, xb, args.precision, channels_last=args.channels_last)).fps
+
+    def compiled(inp):
+        f, xi = cast(net, inp, args.precision, channels_last=args.channels_last)
+        return torch.compile(f, mode=args.compile), xi
+
+    def graphed(inp):
+        f, xi = cast(net, inp, args.precision, channels_last=args.channels_last)
+        return cuda_graph(f, xi), xi
+
+    paths = [('channels_last_ms', args.channels_last,
+              lambda: checked('channels_last', lambda inp: cast(net, inp, args.precision, channels_last=True))),
+             ('compile_ms', args.compile, lambda: checked(f'torch.compile({args.compile})', compiled)),
+             ('cuda_graph_ms', args.cuda_graph, lambda: checked('CUDA graph', graphed)),
+             (f'batch{args.batch}_fps', args.batch > 1, batched)]
+    for key, wanted, run in paths:
+        if not wanted:
+            continue
+        try:
+            row[key] = run()
+        except RuntimeError as exc:
+            if not args.keep_going:
+                raise
+            _note_error(row, f'{key}: {error_line(exc)}')
+    return set_best_optional(row)
+
+
+def set_best_optional(row):
+    """Set (or drop) ``best_optional_ms`` and ``best_over_bound``: the fastest optional path of
+    ``row`` when it beats the eager latency. Returns ``row``."""
+    row.pop('best_optional_ms', None), row.pop('best_over_bound', None)
+    best = min([row[k] for k in ('channels_last_ms', 'compile_ms', 'cuda_graph_ms') if k in row], default=None)
+    if 'latency_ms' in row and best is not None and best < row['latency_ms']:
         row['best_optional_ms'] = best
         if row.get('bound_ms'):
             row['best_over_bound'] = best / row['bound_ms']
     return row
+
+
+def _note_error(row, text):
+    row['error'] = '; '.join(filter(None, [row.get('error'), text]))
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def environment(args, hw):
@@ -233,11 +269,12 @@ def environment(args, hw):
     return env
 
 
-def write_reports(rows, env, out, psnrs, psnr_interp):
+def write_reports(rows, env, out, psnrs, psnr_interp, quiet=False):
+    """Write OUT/runtime_4k.{md,csv,json} and the plots (each atomically); print the table unless ``quiet``."""
     out.mkdir(parents=True, exist_ok=True)
     columns = list(dict.fromkeys(k for row in rows for k in row))
     for row in rows:
-        if row['model'] in psnrs:
+        if row['model'] in psnrs and 'latency_ms' in row:
             row['psnr'] = psnrs[row['model']]
             row['score'] = ntire23_rtsr_score(row['psnr'], row['latency_ms'], psnr_interp)
     columns += ['psnr', 'score'] if psnrs else []
@@ -249,18 +286,25 @@ def write_reports(rows, env, out, psnrs, psnr_interp):
     md = [f'<!-- {header} -->', f'*{header}*', '', '| ' + ' | '.join(columns) + ' |',
           '|' + '---|' * len(columns)]
     md += ['| ' + ' | '.join(fmt(r.get(c, '')) for c in columns) + ' |' for r in rows]
-    (out / 'runtime_4k.md').write_text('\n'.join(md) + '\n')
-    with open(out / 'runtime_4k.csv', 'w', newline='') as f:
-        f.write(f'# {header}\n')
-        writer = csv.DictWriter(f, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(rows)
-    (out / 'runtime_4k.json').write_text(json.dumps({'environment': env, 'results': rows}, indent=2))
-    plot(rows, env, out / 'latency_vs_params.png', 'params_deploy', 'deploy parameters')
+    text = io.StringIO()
+    text.write(f'# {header}\n')
+    writer = csv.DictWriter(text, fieldnames=columns, lineterminator='\n')
+    writer.writeheader()
+    writer.writerows(rows)
+    _write_text(out / 'runtime_4k.md', '\n'.join(md) + '\n')
+    _write_text(out / 'runtime_4k.csv', text.getvalue())
+    _write_text(out / 'runtime_4k.json', json.dumps({'environment': env, 'results': rows}, indent=2))
+    timed = [r for r in rows if 'latency_ms' in r]
+    plot(timed, env, out / 'latency_vs_params.png', 'params_deploy', 'deploy parameters')
     if psnrs:
-        plot([r for r in rows if 'psnr' in r], env, out / 'latency_vs_psnr.png', 'psnr', 'PSNR (dB)')
-    print('\n'.join(md))
-    print(f'\nwrote {out}/runtime_4k.md, .csv, .json and latency_vs_params.png')
+        plot([r for r in timed if 'psnr' in r], env, out / 'latency_vs_psnr.png', 'psnr', 'PSNR (dB)')
+    if not quiet:
+        print('\n'.join(md))
+        print(f'\nwrote {out}/runtime_4k.md, .csv, .json and latency_vs_params.png')
+
+
+def _write_text(path, text):
+    atomic_write(path, lambda f: f.write(text.encode()))
 
 
 def plot(rows, env, path, key, xlabel):
@@ -277,7 +321,9 @@ def plot(rows, env, path, key, xlabel):
                  + ('NTIRE 2023 protocol' if official else 'CPU wall-clock, not the official protocol'), fontsize=9)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format='png', dpi=120)
+    atomic_write(path, lambda f: f.write(buffer.getvalue()))
 
 
 def read_psnrs(path):
@@ -297,11 +343,15 @@ def read_psnrs(path):
 def body(argv):
     parser = Parser(prog=PROG, description=DESCRIPTION)
     what = parser.add_mutually_exclusive_group(required=True)
-    what.add_argument('--arch', help='a registered architecture (default configuration; change with --set)')
+    what.add_argument('--arch', nargs='+', metavar='NAME',
+                      help='registered architecture(s) (default configuration; change one with --set)')
     what.add_argument('-opt', '--opt', help="a BasicSR YAML: its network_g (random weights)")
     what.add_argument('--ckpt', help='a checkpoint: options embedded (rtsr-convert, rtsr-reparam), a .yml beside it, '
                                      'or an official checkpoint (auto-detected)')
     what.add_argument('--all', action='store_true', help='every architecture of rtsr_arch at its default configuration')
+    parser.add_argument('--exclude', nargs='+', default=[], metavar='NAME', help='with --all: leave these out')
+    parser.add_argument('--keep-going', action='store_true',
+                        help="record a failing model or optional path in the row's error column and go on")
     parser.add_argument('--set', action='append', default=[], metavar='KEY=VALUE',
                         help='network option (with --arch or -opt) or importer override (official --ckpt)')
     parser.add_argument('--device', choices=['cuda', 'cpu'], default='cuda' if torch.cuda.is_available() else 'cpu')
@@ -335,15 +385,24 @@ def body(argv):
         hw = {}
         if args.device == 'cuda':
             hw = {'bandwidth_gbs': round(cuda_copy_bandwidth_gbs(), 1), 'peak_tflops': round(cuda_matmul_tflops(), 1)}
-        rows = []
+        rows, env = [], environment(args, hw)
         for label, build in tqdm(specs, desc='models', unit='model', disable=len(specs) == 1):
-            net, train_params = build()
-            rows.append(measure(label, net, train_params, args, hw))
-            tqdm.write(f"{label}: {rows[-1]['latency_ms']:.3f} ms")
-            del net
+            try:
+                net, train_params = build()
+                rows.append(measure(label, net, train_params, args, hw))
+                del net
+            except (RuntimeError, ValueError) as exc:
+                if not args.keep_going:
+                    raise
+                rows.append({'model': label})
+                _note_error(rows[-1], error_line(exc))
+            tqdm.write(f"{label}: " + (f"{rows[-1]['latency_ms']:.3f} ms" if 'latency_ms' in rows[-1]
+                                       else f"failed: {rows[-1]['error']}"))
+            if len(specs) > 1:  # what is measured so far survives a time limit
+                write_reports(rows, env, Path(args.out), psnrs, args.psnr_interp, quiet=True)
     except RuntimeError as exc:  # no CUDA, an optimized path that disagrees, out of memory: one line
         raise CommandError(error_line(exc)) from exc
-    write_reports(rows, environment(args, hw), Path(args.out), psnrs, args.psnr_interp)
+    write_reports(rows, env, Path(args.out), psnrs, args.psnr_interp)
     return 0
 
 

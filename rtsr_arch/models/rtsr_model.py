@@ -15,7 +15,9 @@ SRModel option file runs unchanged with ``model_type: RTSRModel``.
 - ``scheduler.type``: anything :func:`~rtsr_arch.models.lr_scheduler.build_scheduler` knows
   (the LRSRN ``CosineRestartCyclesLR``, ``CosineWarmupLR``, BasicSR's, torch's); stepped per
   iteration.
-- ``mixed_precision``: ``fp16`` (autocast + a GradScaler saved in the resume states) or ``bf16``.
+- ``mixed_precision``: ``fp16`` (autocast + a GradScaler saved in the resume states) or ``bf16``;
+  ``fp16`` without CUDA trains in ``bf16`` on CPUs with native bf16, else in float32 (one warning
+  line: fp16 autocast on a CPU is ~200x slower, bf16 without native support ~12x).
 - ``channels_last``: run the network and batches in channels-last memory format.
 - ``grad_clip``: maximum total gradient norm (the norm is logged as ``grad_norm``).
 - ``max_nonfinite``: consecutive non-finite steps tolerated (default 10): each is skipped with a
@@ -31,8 +33,14 @@ without an option file.
 ``val.deploy: true`` validates the reparameterized network instead of the training form.
 
 Checkpoints and training states are written atomically; a training state also holds the
-networks (``net_g``, EMA), the grad scaler and the skip counter, so ``--auto_resume`` continues
+networks (``net_g``, EMA), the grad scaler and the skip counter, and what ``rtsr-train``'s loop
+sets as :attr:`loop_state` (data position, random states, curves), so ``--auto_resume`` continues
 exactly where the state was saved.
+
+Multi-process (``--launcher pytorch|slurm``): ``net_g`` is wrapped in DDP on CPU too
+(:mod:`rtsr_arch.utils.distributed`); modules trained outside it (loss parameters, KD adapters)
+start from rank 0's values and have their gradients averaged; the EMA, checkpoints, states and
+deploy exports are rank 0's.
 """
 import inspect
 import re
@@ -48,12 +56,24 @@ from ..inference import upscale_tensor
 from ..loader import save_checkpoint
 from ..utils.checkpoint import atomic_save, load_state_dict_checked
 from ..utils.deploy import deploy_state_dict
+from ..utils.distributed import average_gradients, broadcast_modules, wrap_ddp
 from ..utils.options import build_network
 from .lr_scheduler import build_scheduler
 
-__all__ = ['RTSRModel', 'AUTOCAST_DTYPES', 'loss_log_name', 'supports_deploy', 'check_choice']
+__all__ = ['RTSRModel', 'AUTOCAST_DTYPES', 'FP16_DEVICES', 'cpu_has_native_bf16', 'loss_log_name', 'supports_deploy',
+           'check_choice']
 
 AUTOCAST_DTYPES = {'fp16': torch.float16, 'bf16': torch.bfloat16}
+FP16_DEVICES = ('cuda',)  # where fp16 autocast trains at speed; elsewhere fp16 falls back (bf16 or float32)
+
+
+def cpu_has_native_bf16():
+    """Whether this CPU computes bf16 natively (AVX512-BF16 / AMX); without it bf16 autocast is
+    slower than float32 (measured 12x on an AVX2 CPU)."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
 
 
 def loss_log_name(loss_opt):
@@ -87,12 +107,23 @@ class RTSRModel(SRModel):
     _eval_net = None
     _deploy_cache = None
     unsaved_networks = ()  # ``network_*`` keys this model never saves (resume must not look for them)
+    loop_state = None  # set by rtsr_arch.training.pipeline: () -> data position, RNG states, curves
+
+    def model_to_device(self, net):
+        """BasicSR's, with ``DistributedDataParallel`` on CPU (gloo) too."""
+        if self.opt['dist']:
+            return wrap_ddp(net, self.device, self.opt.get('find_unused_parameters', False))
+        return super().model_to_device(net)
 
     # ----------------------------------------------------------------------------- set-up
     def init_training_settings(self):
         train_opt = self.opt['train']
         self.amp_dtype = AUTOCAST_DTYPES.get(check_choice(train_opt.get('mixed_precision'), [None, *AUTOCAST_DTYPES],
                                                      'train.mixed_precision'))
+        if self.amp_dtype == torch.float16 and self.device.type not in FP16_DEVICES:  # on a CPU ~200x slower
+            self.amp_dtype = torch.bfloat16 if cpu_has_native_bf16() else None
+            get_root_logger().warning(f"train.mixed_precision: fp16 needs CUDA; training in "
+                                      f"{'bf16' if self.amp_dtype else 'float32'} on the CPU instead")
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
         self.channels_last = bool(train_opt.get('channels_last', False))
         self.grad_clip = train_opt.get('grad_clip')
@@ -104,13 +135,15 @@ class RTSRModel(SRModel):
         if self.channels_last:
             self.net_g.to(memory_format=torch.channels_last)
         self.ema_decay = train_opt.get('ema_decay', 0)
-        if self.ema_decay > 0:
+        if self.ema_decay > 0 and self.opt['rank'] == 0:  # the EMA lives on rank 0 only (it saves and validates)
             self._init_ema()
         self.cri_pix = build_loss(train_opt['pixel_opt']).to(self.device) if train_opt.get('pixel_opt') else None
         self.cri_perceptual = (build_loss(train_opt['perceptual_opt']).to(self.device)
                                if train_opt.get('perceptual_opt') else None)
         self.setup_optimizers()
         self.setup_schedulers()
+        if self.opt['dist']:  # trained outside DDP: same start on every rank
+            broadcast_modules(self.extra_trainable_modules())
 
     def _init_ema(self):
         """BasicSR's EMA copy: from ``params_ema`` of the pretrained weights, else ``net_g``'s."""
@@ -223,6 +256,8 @@ class RTSRModel(SRModel):
             self._skip_step(current_iter, 'loss', losses)
             return
         self.scaler.scale(l_total).backward()
+        if self.opt['dist']:
+            average_gradients(self.extra_trainable_modules())
         self.scaler.unscale_(self.optimizer_g)
         params = [p for group in self.optimizer_g.param_groups for p in group['params'] if p.grad is not None]
         grad_norm = torch.nn.utils.get_total_norm([p.grad for p in params])
@@ -236,7 +271,7 @@ class RTSRModel(SRModel):
         self.nonfinite_in_a_row = 0
         losses['grad_norm'] = grad_norm.detach()
         self.log_dict = self.reduce_loss_dict(losses)
-        if self.ema_decay > 0:
+        if hasattr(self, 'net_g_ema'):
             self.model_ema(decay=self.ema_decay)
 
     def _skip_step(self, current_iter, what, losses):
@@ -306,7 +341,7 @@ class RTSRModel(SRModel):
     # ----------------------------------------------------------------------------- saving
     def save(self, epoch, current_iter):
         super().save(epoch, current_iter)
-        if self.deploy_export:
+        if self.deploy_export and self.opt['rank'] == 0:
             self.save_deploy(current_iter)
 
     def save_deploy(self, current_iter):
@@ -353,6 +388,8 @@ class RTSRModel(SRModel):
             state['networks']['net_g_ema'] = self._cpu_state(self.net_g_ema)
         for name, module in self.extra_state_modules().items():
             state['networks'][name] = self._cpu_state(module)
+        if self.loop_state is not None:
+            state['loop'] = self.loop_state()
         return state
 
     def extra_state_modules(self):

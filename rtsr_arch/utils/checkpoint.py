@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-__all__ = ['atomic_write', 'atomic_save', 'load_checkpoint', 'load_state_dict_checked', 'CheckpointError',
+__all__ = ['atomic_write', 'atomic_save', 'orphaned_temporaries', 'load_checkpoint', 'load_state_dict_checked', 'CheckpointError',
            'restricted_load', 'PickledPlaceholder', 'module_state_dict', 'find_tensors']
 
 
@@ -26,7 +26,7 @@ def atomic_write(path, write):
     one, never a truncated file. Returns ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix=_TMP_SUFFIX, dir=path.parent)
     try:
         with os.fdopen(fd, 'wb') as f:
             write(f)
@@ -38,6 +38,16 @@ def atomic_write(path, write):
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+_TMP_SUFFIX = '.tmp'
+
+
+def orphaned_temporaries(folder):
+    """The temporary files :func:`atomic_write` leaves in ``folder`` when killed mid-write
+    (``.<name>.<random>.tmp``); only call it when no write can be in progress there."""
+    folder = Path(folder)
+    return sorted(folder.glob(f'.*{_TMP_SUFFIX}')) if folder.is_dir() else []
 
 
 def atomic_save(obj, path):

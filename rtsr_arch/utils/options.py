@@ -9,8 +9,8 @@ from basicsr.utils.registry import ARCH_REGISTRY, DATASET_REGISTRY, LOSS_REGISTR
 from ..archs.contract import SRArch, check_arguments
 from .checkpoint import atomic_write
 
-__all__ = ['OptionsError', 'load_options', 'dump_options', 'check_options', 'build_network', 'parse_overrides',
-           'REGISTRIES']
+__all__ = ['OptionsError', 'load_options', 'dump_options', 'check_options', 'check_structure', 'network_upscale',
+           'build_network', 'parse_overrides', 'REGISTRIES']
 
 
 class OptionsError(ValueError):
@@ -41,9 +41,12 @@ def load_options(path):
     return opt
 
 
-def dump_options(opt, path):
-    """Write ``opt`` as YAML (keys in insertion order), atomically (temporary file, then rename)."""
+def dump_options(opt, path, header=None):
+    """Write ``opt`` as YAML (keys in insertion order), atomically (temporary file, then rename);
+    ``header``: lines written first as ``#`` comments."""
     text = yaml.safe_dump(opt, sort_keys=False, default_flow_style=False)
+    if header:
+        text = ''.join(f'# {line}'.rstrip() + '\n' for line in header) + '\n' + text
     atomic_write(path, lambda f: f.write(text.encode()))
 
 
@@ -72,9 +75,13 @@ def _check_kwargs(cls, kwargs, where):
             raise OptionsError(f'{where}: {exc}') from exc
 
 
-def check_options(opt, source):
-    """Check every ``type:`` of an option dict against BasicSR's registries (and network keywords
-    against the constructor) so a typo fails in one line before BasicSR starts."""
+def check_options(opt, source, phase=None):
+    """Check an option dict before BasicSR starts, so a mistake fails in one line naming the key:
+    its sections, types and ranges (:func:`check_structure`), every ``type:`` against BasicSR's
+    registries, network keywords against the architecture's declared signature, and ``scale``
+    against the network's ``upscale``. ``phase``: ``'train'`` or ``'test'`` (default: ``'train'``
+    when there is a ``datasets.train``)."""
+    check_structure(opt, source, phase)
     if 'model_type' in opt:
         _check_type('model', opt['model_type'], f'{source}: model_type')
     for key, value in opt.items():
@@ -83,6 +90,10 @@ def check_options(opt, source):
                 raise OptionsError(f'{source}: {key}: missing key "type"')
             cls = _check_type('architecture', value['type'], f'{source}: {key}.type')
             _check_kwargs(cls, {k: v for k, v in value.items() if k != 'type'}, f'{source}: {key}')
+    upscale = network_upscale(opt['network_g']) if isinstance(opt.get('network_g'), dict) else None
+    if upscale is not None and opt.get('scale') != upscale:
+        raise OptionsError(f"{source}: scale: {opt.get('scale')!r} contradicts network_g ({opt['network_g']['type']} "
+                           f'upscale {upscale}); the two must be equal')
     for name, dataset in (opt.get('datasets') or {}).items():
         if isinstance(dataset, dict) and 'type' in dataset:
             _check_type('dataset', dataset['type'], f'{source}: datasets.{name}.type')
@@ -96,6 +107,119 @@ def check_options(opt, source):
     for name, metric in ((opt.get('val') or {}).get('metrics') or {}).items():
         if isinstance(metric, dict) and 'type' in metric:
             _check_type('metric', metric['type'], f'{source}: val.metrics.{name}.type')
+
+
+def network_upscale(network_opt):
+    """The ``upscale`` a ``network_g`` mapping builds (presets and the constructor's default
+    resolved), or None when the architecture has no ``upscale`` keyword."""
+    cls = ARCH_REGISTRY.get(network_opt['type'])
+    kwargs = {k: v for k, v in network_opt.items() if k != 'type'}
+    if isinstance(cls, type) and issubclass(cls, SRArch):
+        kwargs = check_arguments(cls, kwargs)
+    param = inspect.signature(cls).parameters.get('upscale')
+    if param is None:
+        return None
+    return kwargs.get('upscale', param.default)
+
+
+# ----------------------------------------------------------------------------- sections, types, ranges
+
+_ANY = object()
+_INT, _NUMBER, _STR, _BOOL, _MAP = 'an int', 'a number', 'a string', 'true or false', 'a mapping'
+_WHOLE = 'a whole number'  # an int, or a float such as BasicSR's `!!float 5e3`
+
+
+def _is(kind, value):
+    if kind is _INT:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind is _NUMBER:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind is _WHOLE:
+        return _is(_INT, value) or (isinstance(value, float) and value.is_integer())
+    return isinstance(value, {_STR: str, _BOOL: bool, _MAP: dict}[kind])
+
+
+def _field(node, key, kind, where, required=True, minimum=None, choices=None):
+    """``node[key]`` checked: present (if ``required``), of ``kind``, ``>= minimum``, or one of
+    ``choices`` (accepted besides ``kind``); returns the value (None when absent)."""
+    if key not in node or node[key] is None:
+        if required:
+            raise OptionsError(f'{where}{key}: missing; expected {kind}')
+        return None
+    value = node[key]
+    if choices is not None and value in choices:
+        return value
+    alternatives = f" or {' or '.join(map(repr, choices))}" if choices else ''
+    if not _is(kind, value):
+        hint = " (write numbers like 5e-4 as !!float 5e-4 or 0.0005: YAML reads 5e-4 as text)" \
+            if kind is _NUMBER and isinstance(value, str) else ''
+        raise OptionsError(f'{where}{key}: {value!r} is not {kind}{alternatives}{hint}')
+    if minimum is not None and value < minimum:
+        raise OptionsError(f'{where}{key}: {value!r}: expected {kind} >= {minimum}{alternatives}')
+    return value
+
+
+def check_structure(opt, source, phase=None):
+    """The sections BasicSR's pipelines read, with their types and ranges: a missing section, a
+    string where a number or boolean belongs, a batch or crop size of 0, a negative
+    ``total_iter``, ... are one-line :class:`OptionsError` naming the key and what was expected."""
+    datasets = opt.get('datasets')
+    phase = phase or ('train' if isinstance(datasets, dict) and 'train' in datasets else 'test')
+    top = f'{source}: '
+    _field(opt, 'name', _STR, top)
+    _field(opt, 'model_type', _STR, top)
+    _field(opt, 'scale', _INT, top, minimum=1)
+    _field(opt, 'num_gpu', _INT, top, minimum=0, choices=('auto',))
+    _field(opt, 'manual_seed', _INT, top, required=False, minimum=0)
+    _field(opt, 'network_g', _MAP, top)
+    _field(opt, 'path', _MAP, top)
+    for key, value in opt['path'].items():
+        if (key.startswith(('pretrain_network_', 'resume_state')) and value is not None
+                and not isinstance(value, str)):
+            raise OptionsError(f'{top}path.{key}: {value!r} is not a file path')
+        if key.startswith('param_key_') and value is not None and not isinstance(value, str):
+            raise OptionsError(f'{top}path.{key}: {value!r} is not a checkpoint entry name (params, params_ema)')
+        if key.startswith('strict_load_'):
+            _field(opt['path'], key, _BOOL, f'{top}path.', required=False)
+    if not _field(opt, 'datasets', _MAP, top):
+        raise OptionsError(f'{top}datasets: no dataset; expected at least one')
+    for name, dataset in datasets.items():
+        where = f'{top}datasets.{name}.'
+        _field(datasets, name, _MAP, f'{top}datasets.')
+        _field(dataset, 'name', _STR, where)
+        _field(dataset, 'type', _STR, where)
+        if phase == 'train' and name != 'train' and not name.startswith('val'):
+            raise OptionsError(f"{top}datasets.{name}: a training run has 'train' and 'val*' datasets; "
+                               f"rename it val_{name} or remove it")
+        if name == 'train' and phase == 'train':
+            _field(dataset, 'batch_size_per_gpu', _INT, where, minimum=1)
+            _field(dataset, 'num_worker_per_gpu', _INT, where, required=False, minimum=0)
+            _field(dataset, 'gt_size', _INT, where, required=False, minimum=1)
+            _field(dataset, 'dataset_enlarge_ratio', _NUMBER, where, required=False, minimum=1)
+            for flag in ('use_hflip', 'use_rot'):
+                _field(dataset, flag, _BOOL, where, required=False)
+    if phase == 'train':
+        if 'train' not in datasets:
+            raise OptionsError(f'{top}datasets.train: missing; rtsr-train needs a training set')
+        train = _field(opt, 'train', _MAP, top)
+        _field(train, 'total_iter', _WHOLE, f'{top}train.', minimum=1)
+        _field(train, 'warmup_iter', _INT, f'{top}train.', required=False, minimum=-1)
+        _field(train, 'ema_decay', _NUMBER, f'{top}train.', required=False, minimum=0)
+        optim = _field(train, 'optim_g', _MAP, f'{top}train.')
+        _field(optim, 'type', _STR, f'{top}train.optim_g.')
+        if _field(optim, 'lr', _NUMBER, f'{top}train.optim_g.') <= 0:
+            raise OptionsError(f"{top}train.optim_g.lr: {optim['lr']!r}: expected a number > 0")
+        logger = _field(opt, 'logger', _MAP, top)
+        _field(logger, 'print_freq', _WHOLE, f'{top}logger.', minimum=1)
+        _field(logger, 'save_checkpoint_freq', _WHOLE, f'{top}logger.', minimum=1)
+        if opt.get('val') is not None:
+            _field(opt, 'val', _MAP, top)
+            _field(opt['val'], 'val_freq', _WHOLE, f'{top}val.', minimum=1)
+    else:
+        _field(opt, 'val', _MAP, top)
+    if opt.get('val') is not None:
+        _field(opt['val'], 'save_img', _BOOL, f'{top}val.', required=phase == 'test')
+        _field(opt['val'], 'metrics', _MAP, f'{top}val.', required=False)
 
 
 def build_network(network_opt, source='network_g'):

@@ -13,9 +13,9 @@ import torch
 from torch.nn import functional as F
 
 import rtsr_arch
-from helpers import SIZES_BY_16, check_half_precision, check_official_reference, check_onnx_at, gain_over_bicubic, \
-    load_official, load_recipe, lr_photos, max_rel, n_params, official_fixture, photo, randomize, state_layout, \
-    tall_photo
+from helpers import check_official_beats_bicubic, check_param_key_on_request, SIZES_BY_16, check_half_precision, \
+    check_official_reference, check_onnx_at, load_official, load_recipe, max_rel, n_params, official_fixture, photo, \
+    randomize, state_layout, tall_photo
 from reference import layer_norm_2d, safm
 from rtsr_arch.archs.gfmn_arch import GFMN
 from rtsr_arch.archs.official import find_importers, get_importer
@@ -190,29 +190,12 @@ def test_official_weights_reproduce_the_reference(name, h, w):
 
 
 def test_official_weights_beat_bicubic():
-    """Sanity of the data range: a 128x192 photo crop downscaled x4 (antialiased bicubic) and
-    restored by the official weights is far closer to it than bicubic upsampling (PSNR, RGB,
-    border 4, 8-bit, as the NTIRE 2023 ESR evaluation)."""
-    net = rtsr_arch.load_model(official_fixture(OFFICIAL))
-    hr, lr = lr_photos(names=('astronaut',))
-    with torch.no_grad():
-        gain = gain_over_bicubic(net(lr), hr, lr, quantize=True)
-    print(f'PSNR GFMN {gain:+.2f} dB over bicubic')
-    assert gain > 1.0
+    check_official_beats_bicubic(official_fixture(OFFICIAL), 'GFMN')
 
 
 def test_official_ema_weights_on_request():
-    """``param_key='params_ema'`` loads the EMA weights; their output is the reference on them and
-    differs from the default ``params`` output."""
-    ckpt = load_official(OFFICIAL)
-    ema = rtsr_arch.load_model(official_fixture(OFFICIAL), param_key='params_ema', dtype=torch.float64)
-    default = rtsr_arch.load_model(official_fixture(OFFICIAL), dtype=torch.float64)
-    assert all(torch.equal(v, ckpt['params_ema'][k]) for k, v in ema.state_dict().items())
-    x = photo('coffee', 45, 67, dtype=torch.float64)
-    with torch.no_grad():
-        y_ema, y = ema(x), default(x)
-    assert (y_ema - gfmn_reference(ckpt['params_ema'], x)).abs().max() <= 1e-12
-    assert (y_ema - y).abs().max() > 1e-5
+    """``param_key='params_ema'`` loads the EMA weights, not the default ``params``."""
+    check_param_key_on_request(official_fixture(OFFICIAL), gfmn_reference, min_diff=1e-5)
 
 
 def test_official_weights_fp16():

@@ -16,8 +16,9 @@ import torch
 from torch.nn import functional as F
 
 import rtsr_arch
-from helpers import SIZES_BY_16, check_half_precision, check_official_reference, check_onnx_at, gain_over_bicubic, \
-    load_official, load_recipe, lr_photos, n_params, official_fixture, photo, randomize, state_layout, tall_photo
+from helpers import check_official_beats_bicubic, check_param_key_on_request, SIZES_BY_16, check_half_precision, \
+    check_official_reference, check_onnx_at, load_official, load_recipe, n_params, official_fixture, photo, \
+    randomize, state_layout, tall_photo
 from reference import layer_norm_2d
 from rtsr_arch.archs.layers import ffn_scale_for, nearest_source_index, resize_nearest, resize_nearest_by_gather
 from rtsr_arch.archs.mfa_arch import MFA, SameConv2d
@@ -342,29 +343,12 @@ def test_official_weights_reproduce_the_reference(name, h, w):
 
 
 def test_official_weights_beat_bicubic():
-    """Sanity of the data range: a 128x192 photo crop downscaled x4 (antialiased bicubic) and
-    restored by the official weights is far closer to it than bicubic upsampling (PSNR, RGB,
-    border 4, 8-bit, as the NTIRE 2023 ESR evaluation)."""
-    net = rtsr_arch.load_model(official_fixture(OFFICIAL))
-    hr, lr = lr_photos(names=('astronaut',))
-    with torch.no_grad():
-        gain = gain_over_bicubic(net(lr), hr, lr, quantize=True)
-    print(f'PSNR MFA {gain:+.2f} dB over bicubic')
-    assert gain > 1.0
+    check_official_beats_bicubic(official_fixture(OFFICIAL), 'MFA')
 
 
 def test_official_ema_weights_on_request():
-    """``param_key='params_ema'`` loads the EMA weights; their output is the reference on them and
-    differs from the default ``params`` output."""
-    ckpt = load_official(OFFICIAL)
-    ema = rtsr_arch.load_model(official_fixture(OFFICIAL), param_key='params_ema', dtype=torch.float64)
-    default = rtsr_arch.load_model(official_fixture(OFFICIAL), dtype=torch.float64)
-    assert all(torch.equal(v, ckpt['params_ema'][k]) for k, v in ema.state_dict().items())
-    x = photo('coffee', 45, 67, dtype=torch.float64)
-    with torch.no_grad():
-        y_ema, y = ema(x), default(x)
-    assert (y_ema - mfa_reference(ckpt['params_ema'], x)).abs().max() <= 1e-12
-    assert (y_ema - y).abs().max() > 1e-4
+    """``param_key='params_ema'`` loads the EMA weights, not the default ``params``."""
+    check_param_key_on_request(official_fixture(OFFICIAL), mfa_reference, min_diff=1e-4)
 
 
 def test_official_weights_fp16():

@@ -13,8 +13,8 @@ import torch
 from torch.nn import functional as F
 
 import rtsr_arch
-from helpers import SIZES_BY_16, check_half_precision, check_official_reference, check_onnx_at, gain_over_bicubic, \
-    load_official, load_recipe, lr_photos, max_rel, n_params, official_fixture, photo, randomize, state_layout, \
+from helpers import check_official_beats_bicubic, SIZES_BY_16, check_half_precision, check_official_reference, \
+    check_onnx_at, load_official, load_recipe, max_rel, n_params, official_fixture, photo, randomize, state_layout, \
     tall_photo
 from reference import safm
 from rtsr_arch.archs.layers import SAFM, ffn_scale_for
@@ -278,15 +278,7 @@ def test_official_weights_reproduce_the_reference(name, h, w):
 
 
 def test_official_weights_beat_bicubic():
-    """Sanity of the data range: a 128x192 photo crop downscaled x4 (antialiased bicubic) and
-    restored by the official weights is far closer to it than bicubic upsampling (PSNR, RGB,
-    border 4, 8-bit, as the NTIRE 2023 ESR evaluation)."""
-    net = rtsr_arch.load_model(official_fixture(OFFICIAL))
-    hr, lr = lr_photos(names=('astronaut',))
-    with torch.no_grad():
-        gain = gain_over_bicubic(net(lr), hr, lr, quantize=True)
-    print(f'PSNR SAFMN {gain:+.2f} dB over bicubic')
-    assert gain > 1.0
+    check_official_beats_bicubic(official_fixture(OFFICIAL), 'SAFMN')
 
 
 def test_official_weights_fp16():

@@ -15,8 +15,8 @@ import torch
 from torch.nn import functional as F
 
 import rtsr_arch
-from helpers import check_half_precision, check_official_reference, check_onnx_at, load_official, n_params, \
-    official_fixture, photo, randomize, state_layout, tall_photo
+from helpers import check_param_key_on_request, check_half_precision, check_official_reference, check_onnx_at, \
+    load_official, n_params, official_fixture, photo, randomize, state_layout, tall_photo
 from rtsr_arch.archs.layers import adaptive_max_pool2d_by, adaptive_max_pool2d_by_windows
 from rtsr_arch.archs.official import find_importers
 from rtsr_arch.archs.safmnpp_arch import SAFMNPP
@@ -233,17 +233,8 @@ def test_official_weights_reproduce_the_reference(name, h, w):
 
 
 def test_official_ema_weights_on_request():
-    """``param_key='params_ema'`` loads the EMA weights; their output is the reference on them and
-    differs from the default ``params`` output."""
-    ckpt = load_official(OFFICIAL)
-    ema = rtsr_arch.load_model(official_fixture(OFFICIAL), param_key='params_ema', dtype=torch.float64)
-    default = rtsr_arch.load_model(official_fixture(OFFICIAL), dtype=torch.float64)
-    assert all(torch.equal(v, ckpt['params_ema'][k]) for k, v in ema.state_dict().items())
-    x = photo('coffee', 45, 67, dtype=torch.float64)
-    with torch.no_grad():
-        y_ema, y = ema(x), default(x)
-    assert (y_ema - safmnpp_reference(ckpt['params_ema'], x)).abs().max() <= 1e-12
-    assert (y_ema - y).abs().max() > 1e-4
+    """``param_key='params_ema'`` loads the EMA weights, not the default ``params``."""
+    check_param_key_on_request(official_fixture(OFFICIAL), safmnpp_reference, min_diff=1e-4)
 
 
 def test_official_weights_fp16():
