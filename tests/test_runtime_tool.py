@@ -119,6 +119,14 @@ def test_cuda_without_gpu_is_a_clear_error(tmp_path, capsys):
     assert len(err) == 1 and 'needs a CUDA GPU' in err[0]
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason='checks the message on machines without CUDA')
+def test_tensorrt_column_without_gpu_is_a_clear_error(tmp_path, capsys):
+    assert runtime.main(['--arch', 'LRSRN', '--device', 'cpu', '--tensorrt', '--out', str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and 'pip install tensorrt' in err[0] and 'CUDA GPU' in err[0], err
+    assert not any(tmp_path.iterdir())  # refused before anything is measured or written
+
+
 def test_several_models_keep_going_and_exclude(tmp_path, capsys):
     """--arch with several names; --keep-going turns a failing model into a row with its error
     (the others are measured and plotted); --all --exclude leaves architectures out."""

@@ -147,6 +147,7 @@ if ((DRY)); then
     OPTIONAL=(--channels-last --batch 2)
 else
     OPTIONAL=(--channels-last --cuda-graph --batch 4)
+    "$PY" -c 'import tensorrt' 2>/dev/null && OPTIONAL+=(--tensorrt)  # an engine column where TensorRT is installed
 fi
 run_stage env "$PY" tools/gpu_report.py env "$WORK"
 run_stage runtime "${RUNTIME[@]}" --arch LRSRN RT4KSR "${OPTIONAL[@]}" --out "$WORK/runtime"

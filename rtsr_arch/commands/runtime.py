@@ -12,7 +12,7 @@ The official protocol (default on CUDA): output 3840x2160, input (1, 3, 2160/s, 
 ``input_multiple``, the deploy (reparameterized) network in eval mode under no_grad, ``.half()``
 (``--precision``), cudnn.benchmark, 50 warm-up and 244 timed passes with CUDA events and a
 synchronize after each; the mean is the official figure. Optional paths (``--channels-last``,
-``--compile MODE``, ``--cuda-graph``, ``--batch N``) are each checked against the eager output and
+``--compile MODE``, ``--cuda-graph``, ``--tensorrt``, ``--batch N``) are each checked against the eager output and
 reported in their own columns, never mixed into the official figure. On CPU (``--device cpu``, or
 no CUDA) latency is wall-clock on a ``--cpu-crop`` input (also rounded to ``input_multiple``) and
 labelled as such; the ``input`` column is the timed input's size. Efficiency metrics follow the
@@ -38,6 +38,7 @@ from tqdm import tqdm
 
 import rtsr_arch
 from rtsr_arch.archs.contract import SRArch
+from rtsr_arch.backends import BackendError, require_tensorrt, tensorrt_engine
 from rtsr_arch.commands.common import CommandError, Parser, error_line, run_command
 from rtsr_arch.loader import load_model, resolve_checkpoint
 from rtsr_arch.utils.checkpoint import atomic_write
@@ -222,28 +223,36 @@ def measure(label, net, train_params, args, hw):
         f, xi = cast(net, inp, args.precision, channels_last=args.channels_last)
         return cuda_graph(f, xi), xi
 
+    def engine(inp):  # float32 in and out, fp16 kernels where the network is fp16-safe
+        n, _, h, w = inp.shape
+        return tensorrt_engine(net, opt_shape=(n, h, w), max_shape=(max(n, args.batch), h, w)), inp.float()
+
     paths = [('channels_last_ms', args.channels_last,
               lambda: checked('channels_last', lambda inp: cast(net, inp, args.precision, channels_last=True))),
              ('compile_ms', args.compile, lambda: checked(f'torch.compile({args.compile})', compiled)),
              ('cuda_graph_ms', args.cuda_graph, lambda: checked('CUDA graph', graphed)),
+             ('tensorrt_ms', args.tensorrt, lambda: checked('TensorRT', engine)),
              (f'batch{args.batch}_fps', args.batch > 1, batched)]
     for key, wanted, run in paths:
         if not wanted:
             continue
         try:
             row[key] = run()
-        except RuntimeError as exc:
+        except (RuntimeError, BackendError) as exc:
             if not args.keep_going:
                 raise
             _note_error(row, f'{key}: {error_line(exc)}')
     return set_best_optional(row)
 
 
+OPTIONAL_MS = ('channels_last_ms', 'compile_ms', 'cuda_graph_ms', 'tensorrt_ms')  # latencies of the optional paths
+
+
 def set_best_optional(row):
     """Set (or drop) ``best_optional_ms`` and ``best_over_bound``: the fastest optional path of
     ``row`` when it beats the eager latency. Returns ``row``."""
     row.pop('best_optional_ms', None), row.pop('best_over_bound', None)
-    best = min([row[k] for k in ('channels_last_ms', 'compile_ms', 'cuda_graph_ms') if k in row], default=None)
+    best = min([row[k] for k in OPTIONAL_MS if k in row], default=None)
     if 'latency_ms' in row and best is not None and best < row['latency_ms']:
         row['best_optional_ms'] = best
         if row.get('bound_ms'):
@@ -363,6 +372,8 @@ def body(argv):
     parser.add_argument('--channels-last', action='store_true')
     parser.add_argument('--compile', nargs='?', const='max-autotune', default=None, metavar='MODE')
     parser.add_argument('--cuda-graph', action='store_true')
+    parser.add_argument('--tensorrt', action='store_true',
+                        help='also time a TensorRT engine built from the ONNX export (pip install -e ".[tensorrt]")')
     parser.add_argument('--batch', type=int, default=1, help='also measure frames/s at this batch size')
     parser.add_argument('--cpu-crop', type=int, default=128, help='CPU fallback input size (default 128)')
     parser.add_argument('--cpu-warmup', type=int, default=2)
@@ -377,6 +388,8 @@ def body(argv):
     try:
         if args.device == 'cuda' or args.cuda_graph:
             require_cuda('--device cuda' if args.device == 'cuda' else '--cuda-graph')
+        if args.tensorrt:
+            require_tensorrt('cuda')
         if args.device == 'cpu' and args.precision == 'fp16':
             print('note: fp16 convolutions are not available on CPU; timing fp32 instead', flush=True)
             args.precision = 'fp32'
