@@ -201,6 +201,22 @@ def write_noise_pairs(root, counts, seed=0):
     return root
 
 
+def write_photo_pairs(folder, crops, scale=2, lr_suffix='.png'):
+    """``folder/hr/<name>.png`` and ``folder/lr/<name><lr_suffix>``: each uint8 photo crop of
+    ``crops`` and its NTIRE 2023 LR (bicubic ÷scale, JPEG q90, decoded), as for a
+    ``PairedImageDataset`` with ``filename_tmpl: '{}'``."""
+    from PIL import Image
+
+    from rtsr_arch.data.degradations import ntire23_lr
+
+    for sub in ('hr', 'lr'):
+        (Path(folder) / sub).mkdir(parents=True, exist_ok=True)
+    for name, img in crops.items():
+        hr, lr = ntire23_lr(img, scale)
+        Image.fromarray(hr).save(Path(folder) / 'hr' / f'{name}.png')
+        Image.fromarray(lr).save(Path(folder) / 'lr' / f'{name}{lr_suffix}')
+
+
 def paired_datasets(root, gt_size, batch, enlarge=1, workers=0):
     """BasicSR ``datasets`` options over :func:`write_noise_pairs`' folders: a ``PairedImageDataset``
     training set ``tiny`` (flips and rotations, no prefetcher) and a validation set ``held_out``."""

@@ -13,29 +13,18 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from PIL import Image
 from skimage import data as skdata
 
 import rtsr_arch
 from rtsr_arch.cli import test as cli_test
 from rtsr_arch.cli import train as cli_train
 from rtsr_arch.commands import reparam
-from rtsr_arch.data.degradations import ntire23_lr
 from rtsr_arch.loader import load_model, save_checkpoint
 from rtsr_arch.utils.options import build_network
-from helpers import paired_datasets, ROOT, load_module, photo, randomize
+from helpers import paired_datasets, write_photo_pairs, ROOT, load_module, photo, randomize
 
 REPARAM = ROOT / 'tools' / 'reparam_ckpt.py'
 NETWORK = {'type': 'LRSRN', 'num_feat': 8, 'num_block': 2, 'feature_size': 16, 'upscale': 2}
-
-
-def _write_pairs(folder, photos):
-    for sub in ('hr', 'lr'):
-        (folder / sub).mkdir(parents=True, exist_ok=True)
-    for name, img in photos.items():
-        hr, lr = ntire23_lr(img, 2)
-        Image.fromarray(hr).save(folder / 'hr' / f'{name}.png')
-        Image.fromarray(lr).save(folder / 'lr' / f'{name}.png')
 
 
 def _train_options(root):
@@ -60,8 +49,8 @@ def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp('train')
     crops = {'astronaut': skdata.astronaut()[:96, :96], 'coffee': skdata.coffee()[100:196, 200:296],
              'chelsea': skdata.chelsea()[50:146, 100:196]}
-    _write_pairs(root / 'train', crops)
-    _write_pairs(root / 'val', {'rocket': skdata.rocket()[200:264, 300:364]})
+    write_photo_pairs(root / 'train', crops)
+    write_photo_pairs(root / 'val', {'rocket': skdata.rocket()[200:264, 300:364]})
     opt_path = root / 'train.yml'
     opt_path.write_text(yaml.safe_dump(_train_options(root), sort_keys=False))
     exe = Path(sys.executable).with_name('rtsr-train')

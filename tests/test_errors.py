@@ -21,33 +21,23 @@ from rtsr_arch.archs.rep import reparameterize
 from rtsr_arch.cli import test as cli_test
 from rtsr_arch.cli import train as cli_train
 from rtsr_arch.commands import convert, degrade, export, reparam
-from rtsr_arch.data.degradations import ntire23_lr
 from rtsr_arch.loader import save_model
 from rtsr_arch.utils.options import build_network
-from helpers import paired_datasets, ROOT, official_fixture
+from helpers import paired_datasets, write_photo_pairs, ROOT, official_fixture
 
 NET = {'type': 'LRSRN', 'num_feat': 8, 'num_block': 2, 'feature_size': 16, 'upscale': 2}
-
-
-def _pairs(folder, crops, lr_suffix='.png'):
-    for sub in ('hr', 'lr'):
-        (folder / sub).mkdir(parents=True, exist_ok=True)
-    for name, img in crops.items():
-        hr, lr = ntire23_lr(img, 2)
-        Image.fromarray(hr).save(folder / 'hr' / f'{name}.png')
-        Image.fromarray(lr).save(folder / 'lr' / f'{name}{lr_suffix}')
 
 
 @pytest.fixture(scope='module')
 def root(tmp_path_factory):
     """Tiny HR/LR folders (real photographs), checkpoints and the folders the error cases need."""
     root = tmp_path_factory.mktemp('errors')
-    _pairs(root / 'train', {'astronaut': skdata.astronaut()[:96, :96], 'coffee': skdata.coffee()[100:196, 200:296]})
-    _pairs(root / 'val', {'rocket': skdata.rocket()[200:264, 300:364]})
-    _pairs(root / 'jpeg_lr', {'chelsea': skdata.chelsea()[:64, :64]}, lr_suffix='.jpg')
-    _pairs(root / 'wrong_size', {'chelsea': skdata.chelsea()[:64, :64]})
+    write_photo_pairs(root / 'train', {'astronaut': skdata.astronaut()[:96, :96], 'coffee': skdata.coffee()[100:196, 200:296]})
+    write_photo_pairs(root / 'val', {'rocket': skdata.rocket()[200:264, 300:364]})
+    write_photo_pairs(root / 'jpeg_lr', {'chelsea': skdata.chelsea()[:64, :64]}, lr_suffix='.jpg')
+    write_photo_pairs(root / 'wrong_size', {'chelsea': skdata.chelsea()[:64, :64]})
     Image.fromarray(skdata.chelsea()[:30, :30]).save(root / 'wrong_size' / 'lr' / 'chelsea.png')
-    _pairs(root / 'corrupt', {'astronaut': skdata.astronaut()[:64, :64]})
+    write_photo_pairs(root / 'corrupt', {'astronaut': skdata.astronaut()[:64, :64]})
     png = (root / 'corrupt' / 'hr' / 'astronaut.png').read_bytes()
     (root / 'corrupt' / 'hr' / 'astronaut.png').write_bytes(png[:120])  # header intact, pixels cut off
     (root / 'empty').mkdir()
@@ -298,7 +288,7 @@ def test_newcomer_path_on_cpu(tmp_path, monkeypatch, capsys):
     the YAML rtsr-reparam writes tests as is (no train set, SR images saved); a converted official
     checkpoint tests as is."""
     data = tmp_path / 'data'
-    _pairs(data, {'astronaut': skdata.astronaut()[100:228, 100:228]})
+    write_photo_pairs(data, {'astronaut': skdata.astronaut()[100:228, 100:228]})
     recipe = tmp_path / 'train_LRSRN_x2_stage1_L1.yml'
     recipe.write_text(_recipe_with_data(ROOT / 'options/train/LRSRN/train_LRSRN_x2_stage1_L1.yml',
                                         data / 'hr', data / 'lr'))
