@@ -1,4 +1,6 @@
-"""``rtsr-train`` / ``rtsr-test``: BasicSR's own pipelines with this package registered.
+"""``rtsr-train`` / ``rtsr-test``: BasicSR's training loop (:mod:`rtsr_arch.training.pipeline`:
+its ``train_pipeline`` with exact resume of the data order) and BasicSR's own ``test_pipeline``,
+with this package registered.
 
 Experiments and results go under the current directory (so ``--auto_resume`` finds them; resume
 states load on the CPU, see :mod:`rtsr_arch.utils.resume`). BasicSR's flags (``-opt``,
