@@ -28,6 +28,15 @@ from helpers import paired_datasets, write_photo_pairs, ROOT, official_fixture
 NET = {'type': 'LRSRN', 'num_feat': 8, 'num_block': 2, 'feature_size': 16, 'upscale': 2}
 
 
+@pytest.fixture
+def fresh_log(monkeypatch):
+    """BasicSR's logger as in a new process: earlier tests in this process left its console
+    handler on their own (captured) streams, so this test's output would not be seen."""
+    from basicsr.utils import logger as basicsr_logger
+    monkeypatch.setattr(logging.getLogger('basicsr'), 'handlers', [])
+    monkeypatch.setattr(basicsr_logger, 'initialized_logger', {})
+
+
 @pytest.fixture(scope='module')
 def root(tmp_path_factory):
     """Tiny HR/LR folders (real photographs), checkpoints and the folders the error cases need."""
@@ -164,7 +173,7 @@ def test_debug_shows_the_traceback(root, tmp_path, monkeypatch):
         cli_train(['-opt', str(path)])
 
 
-def test_error_inside_basicsr_leaves_stderr_to_the_error_line(root, tmp_path, monkeypatch, capfd):
+def test_error_inside_basicsr_leaves_stderr_to_the_error_line(root, tmp_path, monkeypatch, capfd, fresh_log):
     """At the file-descriptor level: BasicSR's log on stdout, nothing on stderr but the error line
     (which ``sys.exit`` prints; OpenCV's decoder warning silenced), the traceback in the run's log."""
     path = tmp_path / 'corrupt.yml'
@@ -172,10 +181,6 @@ def test_error_inside_basicsr_leaves_stderr_to_the_error_line(root, tmp_path, mo
                                                      'datasets.train.dataroot_lq': '{root}/corrupt/lr',
                                                      'datasets.train.batch_size_per_gpu': 1})))
     monkeypatch.chdir(tmp_path)
-    # a fresh BasicSR logger, as in a new process (earlier tests left handlers on old capture streams)
-    from basicsr.utils import logger as basicsr_logger
-    monkeypatch.setattr(logging.getLogger('basicsr'), 'handlers', [])
-    monkeypatch.setattr(basicsr_logger, 'initialized_logger', {})
     with pytest.raises(SystemExit) as exc:
         cli_train(['-opt', str(path)])
     out, err = capfd.readouterr()
@@ -282,7 +287,7 @@ def _recipe_with_data(recipe, hr, lr):
     return re.sub(r'(dataroot_lq: )\S+(\s+# CHANGE ME)', rf'\g<1>{lr}\2', text)
 
 
-def test_newcomer_path_on_cpu(tmp_path, monkeypatch, capsys):
+def test_newcomer_path_on_cpu(tmp_path, monkeypatch, capsys, fresh_log):
     """An unmodified LRSRN recipe with its data paths changed trains on a CPU (num_gpu: auto, the
     fp16 fallback line) for 2 iterations on 64-px crops of batch 2 (the only --force_yml overrides);
     the YAML rtsr-reparam writes tests as is (no train set, SR images saved); a converted official

@@ -16,7 +16,7 @@ No downloads and no GPU. Four phases, all written under OUT:
    C32 m4 'plain' relu with ``feature_size`` 32 (each RepConv block is 3x3 conv -> 1x1 conv +
    identity, no widening) instead of the paper's 256, trained with a larger learning rate and batch
    than the paper (cosine decay over the run): the paper's settings do not beat bicubic within
-   minutes on a CPU. About 3.5 minutes on 2 CPU threads, +0.9 dB over bicubic.
+   minutes on a CPU. 3 to 9 minutes on 2 CPU threads (machine load), +0.9 dB over bicubic.
 3. reparam: ``tools/reparam_ckpt.py`` (``rtsr-reparam``) -> ``LRSRN_x2_demo_deploy.pth`` + ``.yml``.
 4. evaluate: the deploy network (read by :func:`rtsr_arch.loader.load_model`) on the held-out
    photos (whole image, float32, clamp, round to uint8), RGB PSNR with ``crop_border = scale``
