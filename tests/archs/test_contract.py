@@ -245,6 +245,31 @@ def test_tiled_equals_untiled(name, kwargs):
 
 
 @pytest.mark.parametrize('name, kwargs', MAIN, ids=list(CASES))
+def test_declared_limits_are_needed(name, kwargs):
+    """The declarations are honest, not just safe: an input below ``min_input_size`` (the largest size
+    of the input multiple under it) fails, in both dimensions and in at least one alone, and a network declaring ``tile_exact = False`` really
+    tiles differently (> 1e-3 with an overlap of 16, inference warning that it is not exact)."""
+    model = build(name, kwargs)
+    m, s = model.input_multiple, smallest_size(model)
+    if s - m >= 1 and model.min_input_size > 1:
+        failing = []
+        for h, w in ((s - m, s), (s, s - m), (s - m, s - m)):
+            try:
+                with torch.no_grad():
+                    model(photo_input(model, h, w, torch.float64))
+            except RuntimeError:
+                failing.append((h, w))
+        # too small in both dimensions fails; so does one of them alone (LGVAN's limit is the width's)
+        assert (s - m, s - m) in failing and len(failing) >= 2, failing
+    if not model.tile_exact:
+        x = photo_input(model, 48, 64, torch.float64)
+        full = upscale_tensor(model, x)
+        with pytest.warns(UserWarning, match='tile_exact'):
+            tiled = upscale_tensor(model, x, tile=32, tile_overlap=16)
+        assert tiled.shape == full.shape and (tiled - full).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize('name, kwargs', MAIN, ids=list(CASES))
 def test_onnx_export_equals_pytorch(name, kwargs, tmp_path):
     """The deploy form exports with dynamic height and width and onnxruntime reproduces PyTorch on
     real photographs at two sizes (export_onnx raises otherwise); the output dims carry the scale."""

@@ -19,7 +19,6 @@ from helpers import check_official_beats_bicubic, check_param_key_on_request, SI
 from reference import layer_norm_2d, safm
 from rtsr_arch.archs.gfmn_arch import GFMN
 from rtsr_arch.archs.official import find_importers, get_importer
-from rtsr_arch.inference import upscale_tensor
 from rtsr_arch.loader import resolve_checkpoint
 
 pytestmark = pytest.mark.usefixtures('torch_single_thread')
@@ -129,29 +128,6 @@ def test_gdfn_gate_has_no_activation():
     ref = gfmn_reference(ckpt['params'], x)
     wrong = gfmn_reference(ckpt['params'], x, gate=lambda a, b: F.gelu(a) * b)
     assert (wrong - ref).abs().max() > 1e-3
-
-
-def test_gfmn_minimum_input_size_is_honest():
-    """16 is the smallest size with an H // 16 bin; 15 has none."""
-    model = randomize(GFMN(num_feat=8, num_block=1), seed=6, std=1.0, fan_in=True).double().eval()
-    with torch.no_grad():
-        assert torch.isfinite(model(photo('coffee', 16, 17, dtype=torch.float64))).all()
-    with pytest.raises(RuntimeError):
-        with torch.no_grad():
-            model(photo('coffee', 15, 17, dtype=torch.float64))
-
-
-def test_gfmn_is_not_tile_exact():
-    """The declaration is needed: the pooling grids and resizes follow the whole input size, so a
-    tile's output differs from the same region of the untiled output even with a large overlap
-    (inference tiles it anyway, with a warning)."""
-    model = randomize(GFMN(num_feat=8, num_block=1), seed=7, std=1.0, fan_in=True).double().eval()
-    x = photo('astronaut', 48, 64, dtype=torch.float64)
-    full = upscale_tensor(model, x)
-    with pytest.warns(UserWarning, match='tile_exact'):
-        tiled = upscale_tensor(model, x, tile=32, tile_overlap=16)
-    assert tiled.shape == full.shape
-    assert (tiled - full).abs().max() > 1e-3
 
 
 def test_importer_infers_the_shapes_and_assumes_the_rest():

@@ -24,7 +24,6 @@ from rtsr_arch.archs.layers import ffn_scale_for, nearest_source_index, resize_n
 from rtsr_arch.archs.mfa_arch import MFA, SameConv2d
 from rtsr_arch.archs.official import find_importers, get_importer
 from rtsr_arch.export import check_onnx, export_onnx
-from rtsr_arch.inference import upscale_tensor
 from rtsr_arch.loader import resolve_checkpoint
 from rtsr_arch.utils.options import build_network
 
@@ -204,29 +203,6 @@ def test_even_kernel_padding_side_matters():
     ref = mfa_reference(sd, x)
     wrong = mfa_reference(sd, x, same_pad=lambda t, kh, kw: F.pad(t, (kw // 2, (kw - 1) // 2, kh // 2, (kh - 1) // 2)))
     assert (wrong - ref).abs().max() > 1e-3
-
-
-def test_mfa_minimum_input_size_is_honest():
-    """16 is the smallest size with an H // 16 bin; 15 has none."""
-    model = randomize(MFA(num_feat=8, num_block=1), seed=6, std=1.0, fan_in=True).double().eval()
-    with torch.no_grad():
-        assert torch.isfinite(model(photo('coffee', 16, 17, dtype=torch.float64))).all()
-    with pytest.raises(RuntimeError):
-        with torch.no_grad():
-            model(photo('coffee', 15, 17, dtype=torch.float64))
-
-
-def test_mfa_is_not_tile_exact():
-    """The declaration is needed: the pooling grids and resizes follow the whole input size, so a
-    tile's output differs from the same region of the untiled output even with a large overlap
-    (inference tiles it anyway, with a warning)."""
-    model = randomize(MFA(num_feat=8, num_block=1), seed=7, std=1.0, fan_in=True).double().eval()
-    x = photo('astronaut', 48, 64, dtype=torch.float64)
-    full = upscale_tensor(model, x)
-    with pytest.warns(UserWarning, match='tile_exact'):
-        tiled = upscale_tensor(model, x, tile=32, tile_overlap=16)
-    assert tiled.shape == full.shape
-    assert (tiled - full).abs().max() > 1e-3
 
 
 # ----------------------------------------------------------------------------- the exact nearest resize

@@ -20,7 +20,6 @@ from reference import safm
 from rtsr_arch.archs.layers import SAFM, ffn_scale_for
 from rtsr_arch.archs.official import OfficialImportError, find_importers, get_importer
 from rtsr_arch.archs.safmn_arch import GRN, SAFMN
-from rtsr_arch.inference import upscale_tensor
 from rtsr_arch.loader import resolve_checkpoint
 from rtsr_arch.utils.efficiency import count_ntire_esr
 
@@ -166,19 +165,6 @@ def test_grn_makes_tiling_inexact():
         assert (grn(x)[..., :16, :16] - grn(x[..., :16, :16])).abs().max() > 1e-3
 
 
-def test_safmn_is_not_tile_exact():
-    """The declaration is needed: GRN statistics, pooling grids and resizes follow the whole input,
-    so a tile's output differs from the same region of the untiled output even with a large overlap
-    (inference tiles it anyway, with a warning)."""
-    model = randomize(SAFMN(num_feat=8, num_block=1), seed=7, std=1.0, fan_in=True).double().eval()
-    x = photo('astronaut', 48, 64, dtype=torch.float64)
-    full = upscale_tensor(model, x)
-    with pytest.warns(UserWarning, match='tile_exact'):
-        tiled = upscale_tensor(model, x, tile=32, tile_overlap=16)
-    assert tiled.shape == full.shape
-    assert (tiled - full).abs().max() > 1e-3
-
-
 def test_the_skip_is_the_bilinear_image_not_the_features():
     """§4.17: "We change the skip-connection in feature space into image space". A zero tail makes
     the network exactly the bilinear (align_corners=False) upscaling of its input; the features
@@ -189,16 +175,6 @@ def test_the_skip_is_the_bilinear_image_not_the_features():
         model.to_img[0].bias.zero_()
         x = photo('chelsea', 20, 30, dtype=torch.float64)
         assert torch.equal(model(x), F.interpolate(x, scale_factor=4, mode='bilinear', align_corners=False))
-
-
-def test_safmn_minimum_input_size_is_honest():
-    """16 is the smallest size with an H // 16 bin; 15 has none."""
-    model = randomize(SAFMN(num_feat=8, num_block=1), seed=6, std=1.0, fan_in=True).double().eval()
-    with torch.no_grad():
-        assert torch.isfinite(model(photo('coffee', 16, 17, dtype=torch.float64))).all()
-    with pytest.raises(RuntimeError):
-        with torch.no_grad():
-            model(photo('coffee', 15, 17, dtype=torch.float64))
 
 
 # ----------------------------------------------------------------------------- the shared SAFM layer

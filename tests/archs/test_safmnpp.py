@@ -20,7 +20,6 @@ from helpers import check_param_key_on_request, check_half_precision, check_offi
 from rtsr_arch.archs.layers import adaptive_max_pool2d_by, adaptive_max_pool2d_by_windows
 from rtsr_arch.archs.official import find_importers
 from rtsr_arch.archs.safmnpp_arch import SAFMNPP
-from rtsr_arch.inference import upscale_tensor
 from rtsr_arch.loader import resolve_checkpoint
 
 pytestmark = pytest.mark.usefixtures('torch_single_thread')
@@ -109,30 +108,6 @@ def test_safmnpp_matches_the_functional_reference(kwargs):
         ref = safmnpp_reference(sd, x, model.upscale)
         assert y.shape == ref.shape == (1, 3, h * model.upscale, w * model.upscale)
         assert (y - ref).abs().max() <= 1e-12 * max(1.0, ref.abs().max()), (name, h, w)
-
-
-def test_safmnpp_minimum_input_size_is_honest():
-    """8 is the smallest size with at least one pooling bin (h // 8 >= 1); 7 has none."""
-    model = randomize(SAFMNPP(num_feat=8, num_block=1), seed=6, std=1.0, fan_in=True).double().eval()
-    x = photo('coffee', 8, 9, dtype=torch.float64)
-    with torch.no_grad():
-        assert torch.isfinite(model(x)).all()
-    with pytest.raises(RuntimeError):
-        with torch.no_grad():
-            model(photo('coffee', 7, 9, dtype=torch.float64))
-
-
-def test_safmnpp_is_not_tile_exact():
-    """The declaration is needed: the pooling grid and the bilinear resize follow the whole input
-    size, so a tile's output differs from the same region of the untiled output even with a large
-    overlap (inference tiles it anyway, with a warning)."""
-    model = randomize(SAFMNPP(num_feat=8, num_block=1), seed=7, std=1.0, fan_in=True).double().eval()
-    x = photo('astronaut', 48, 64, dtype=torch.float64)
-    full = upscale_tensor(model, x)
-    with pytest.warns(UserWarning, match='tile_exact'):
-        tiled = upscale_tensor(model, x, tile=24, tile_overlap=16)
-    assert tiled.shape == full.shape
-    assert (tiled - full).abs().max() > 1e-3
 
 
 # ----------------------------------------------------------------------------- the traceable pooling
